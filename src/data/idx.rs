@@ -1,0 +1,152 @@
+//! The IDX file format of MNIST (gzip-compressed or raw), read strictly.
+//!
+//! ```text
+//! images: magic 2051 (0x00000803), N, rows, cols (big-endian u32), then N·rows·cols bytes
+//! labels: magic 2049 (0x00000801), N,                              then N bytes
+//! ```
+//! Every header field is checked, and the data must be exactly as long as the header says.
+//! Nothing is allocated from a header's numbers: the data buffer grows only with bytes that are
+//! really in the file, and reading stops one byte past the announced length.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::Path;
+
+use flate2::read::GzDecoder;
+
+use crate::error::{Error, IdxProblem, Result};
+
+/// Magic number of an IDX file of unsigned bytes with 3 dimensions (images).
+pub const IMAGES_MAGIC: u32 = 2051;
+/// Magic number of an IDX file of unsigned bytes with 1 dimension (labels).
+pub const LABELS_MAGIC: u32 = 2049;
+
+/// Images as stored: `count` images of `rows x cols` bytes, row-major, 0 = background.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdxImages {
+    pub count: usize,
+    pub rows: usize,
+    pub cols: usize,
+    pub pixels: Vec<u8>, // (count, rows, cols)
+}
+
+/// Reads an IDX image file (gzip or raw, told apart by the gzip magic bytes).
+pub fn read_images(path: &Path) -> Result<IdxImages> {
+    let (dims, pixels) = read_idx(path, IMAGES_MAGIC, 3)?;
+    Ok(IdxImages {
+        count: dims[0],
+        rows: dims[1],
+        cols: dims[2],
+        pixels,
+    })
+}
+
+/// Reads an IDX label file; with `classes`, every label must be below it.
+pub fn read_labels(path: &Path, classes: Option<usize>) -> Result<Vec<u8>> {
+    let (_, labels) = read_idx(path, LABELS_MAGIC, 1)?;
+    if let Some(classes) = classes {
+        check_labels(path, &labels, classes)?;
+    }
+    Ok(labels)
+}
+
+/// Fails on the first label that is not below `classes`.
+pub fn check_labels(path: &Path, labels: &[u8], classes: usize) -> Result<()> {
+    match labels.iter().position(|&l| l as usize >= classes) {
+        Some(index) => Err(Error::Idx {
+            path: path.to_path_buf(),
+            problem: IdxProblem::LabelOutOfRange {
+                index,
+                label: labels[index],
+                classes,
+            },
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Opens, checks and reads one IDX file: returns its dimensions and its data bytes.
+fn read_idx(path: &Path, magic: u32, ndims: usize) -> Result<(Vec<usize>, Vec<u8>)> {
+    let io_err = |source: io::Error| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let idx_err = |problem: IdxProblem| Error::Idx {
+        path: path.to_path_buf(),
+        problem,
+    };
+    let mut reader = open_maybe_gzip(path).map_err(io_err)?;
+
+    // Header: magic, then one big-endian u32 per dimension.
+    let needed = 4 * (1 + ndims);
+    let mut header = vec![0u8; needed];
+    let found = read_up_to(&mut reader, &mut header).map_err(io_err)?;
+    if found < needed {
+        return Err(idx_err(IdxProblem::TruncatedHeader { found, needed }));
+    }
+    let words: Vec<u32> = header
+        .chunks_exact(4)
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    if words[0] != magic {
+        return Err(idx_err(IdxProblem::BadMagic {
+            found: words[0],
+            expected: magic,
+        }));
+    }
+    let dims = &words[1..];
+    let expected = dims
+        .iter()
+        .try_fold(1u64, |acc, &d| {
+            if d == 0 {
+                None
+            } else {
+                acc.checked_mul(d as u64)
+            }
+        })
+        .ok_or_else(|| {
+            idx_err(IdxProblem::BadDimensions {
+                dims: dims.to_vec(),
+            })
+        })?;
+
+    // Data: read at most one byte more than announced, so an overlong file is caught.
+    let mut data = Vec::new();
+    reader
+        .take(expected.saturating_add(1))
+        .read_to_end(&mut data)
+        .map_err(io_err)?;
+    let found = data.len() as u64;
+    if found < expected {
+        return Err(idx_err(IdxProblem::Truncated { expected, found }));
+    }
+    if found > expected {
+        return Err(idx_err(IdxProblem::Overlong { expected }));
+    }
+    Ok((dims.iter().map(|&d| d as usize).collect(), data))
+}
+
+/// A reader over the file's contents, gunzipped when it starts with the gzip magic 1f 8b.
+fn open_maybe_gzip(path: &Path) -> io::Result<Box<dyn Read>> {
+    let mut file = BufReader::new(File::open(path)?);
+    let is_gzip = file.fill_buf()?.starts_with(&[0x1f, 0x8b]);
+    Ok(if is_gzip {
+        Box::new(GzDecoder::new(file))
+    } else {
+        Box::new(file)
+    })
+}
+
+/// Like `read_exact`, but returns how many bytes it got when the stream ends early.
+fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}

@@ -1,0 +1,7 @@
+//! Data sets: the IDX format and MNIST, kept in memory as bytes and converted to floats one
+//! mini-batch at a time.
+
+pub mod idx;
+mod mnist;
+
+pub use mnist::{Dataset, Mnist};

@@ -1,0 +1,62 @@
+//! Layers with hand-written forward and backward passes ("Deep Learning from Scratch", ch. 5).
+//!
+//! # The contract
+//! ```text
+//! forward(x)      y = f(x)            keeps what backward needs (training)
+//! predict(x)      y = f(x)            keeps nothing; &self, so threads can share a network
+//! backward(dy)    dx = ∂L/∂x          from dy = ∂L/∂y; fills the parameter gradients
+//! ```
+//! - `dout` is read-only: backward never writes into it (the book's `Relu.backward` does).
+//! - Parameter gradients live beside their parameters (`dw` beside `w`) and are
+//!   **overwritten** by each backward, never accumulated.
+//! - backward without a forward before it is a bug and panics saying so.
+
+mod affine;
+mod relu;
+mod sigmoid;
+mod softmax_loss;
+
+pub use affine::Affine;
+pub use relu::Relu;
+pub use sigmoid::Sigmoid;
+pub use softmax_loss::{SoftmaxWithLoss, Targets};
+
+use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD};
+
+use crate::Float;
+
+/// One learnable tensor of a layer and its gradient, by its short name (`"W"`, `"b"`).
+pub struct Param<'a, T> {
+    /// The layer-local name: `"W"`, `"b"`. The network numbers them (`W1`, `b1`, ...).
+    pub name: &'static str,
+    /// The parameter itself, writable so that an optimizer can update it.
+    pub value: ArrayViewMutD<'a, T>,
+    /// ∂L/∂value from the last backward.
+    pub grad: ArrayViewD<'a, T>,
+}
+
+/// A layer of the network: forward and backward side by side.
+pub trait Layer<T: Float>: Send + Sync {
+    /// The kind, used to name the layer in a network (`"Affine"` → `Affine1`).
+    fn kind(&self) -> &'static str;
+
+    /// Training forward pass: computes the output and keeps what `backward` needs.
+    fn forward(&mut self, x: ArrayD<T>) -> ArrayD<T>;
+
+    /// Inference forward pass: the same output, nothing kept.
+    fn predict(&self, x: ArrayD<T>) -> ArrayD<T>;
+
+    /// Backward pass: ∂L/∂x from `dout` = ∂L/∂y; overwrites the parameter gradients.
+    fn backward(&mut self, dout: &ArrayD<T>) -> ArrayD<T>;
+
+    /// Backward pass for the first layer of a network, whose ∂L/∂x nobody needs: only the
+    /// parameter gradients. Layers that can skip the work override it.
+    fn backward_params(&mut self, dout: &ArrayD<T>) {
+        self.backward(dout);
+    }
+
+    /// The learnable parameters with their gradients, in a fixed order.
+    fn params(&mut self) -> Vec<Param<'_, T>> {
+        Vec::new()
+    }
+}

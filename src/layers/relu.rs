@@ -1,0 +1,100 @@
+//! Rectified linear unit: `y = max(0, x)`.
+
+use ndarray::{ArrayD, Zip};
+
+use super::Layer;
+use crate::Float;
+
+/// ReLU.
+///
+/// # Shapes
+/// `x: any -> same`.
+///
+/// # Gradient
+/// ```text
+/// y  = x if x > 0, else 0
+/// dx = dy if x > 0, else 0
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Relu {
+    mask: Option<ArrayD<bool>>, // same shape as x: true where x > 0 (the gradient passes)
+}
+
+impl Relu {
+    pub fn new() -> Self {
+        Relu { mask: None }
+    }
+}
+
+/// NOTE: written as "zero unless positive-or-NaN" (the book's `x <= 0` mask) so that a NaN
+/// flows on to the loss, where training notices it, instead of silently becoming 0.
+fn relu<T: Float>(v: T) -> T {
+    if v <= T::zero() { T::zero() } else { v }
+}
+
+impl<T: Float> Layer<T> for Relu {
+    fn kind(&self) -> &'static str {
+        "Relu"
+    }
+
+    fn forward(&mut self, mut x: ArrayD<T>) -> ArrayD<T> {
+        self.mask = Some(x.mapv(|v| !(v <= T::zero())));
+        x.mapv_inplace(relu);
+        x
+    }
+
+    fn predict(&self, mut x: ArrayD<T>) -> ArrayD<T> {
+        x.mapv_inplace(relu);
+        x
+    }
+
+    fn backward(&mut self, dout: &ArrayD<T>) -> ArrayD<T> {
+        let mask = self
+            .mask
+            .as_ref()
+            .expect("Relu::backward called without a forward before it");
+        assert_eq!(mask.shape(), dout.shape(), "Relu::backward: dout shape");
+        // dx = dy where x > 0; a new array, dout stays as it was
+        Zip::from(dout)
+            .and(mask)
+            .map_collect(|&d, &pass| if pass { d } else { T::zero() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Rng;
+    use crate::gradcheck::check_layer;
+    use ndarray::{Array, arr2};
+
+    #[test]
+    fn forward_and_backward_by_hand_and_dout_untouched() {
+        let mut relu = Relu::new();
+        let y = relu.forward(arr2(&[[-1.0, 0.0, 2.0]]).into_dyn());
+        assert_eq!(y, arr2(&[[0.0, 0.0, 2.0]]).into_dyn());
+        let dout = arr2(&[[5.0, 6.0, 7.0]]).into_dyn();
+        let dx = Layer::<f64>::backward(&mut relu, &dout);
+        assert_eq!(dx, arr2(&[[0.0, 0.0, 7.0]]).into_dyn());
+        assert_eq!(
+            dout,
+            arr2(&[[5.0, 6.0, 7.0]]).into_dyn(),
+            "dout was written into"
+        );
+    }
+
+    #[test]
+    fn nan_is_not_hidden() {
+        let y = Layer::<f64>::predict(&Relu::new(), arr2(&[[f64::NAN]]).into_dyn());
+        assert!(y[[0, 0]].is_nan());
+    }
+
+    #[test]
+    fn gradient_check() {
+        let mut rng = Rng::new(11);
+        let x = Array::from_shape_fn((4, 7), |_| rng.normal()).into_dyn();
+        for row in check_layer(&mut Relu::new(), x, &mut rng) {
+            assert!(row.max_rel_err < 1e-7, "{row}");
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! Softmax and cross-entropy, fused: the last layer of a classifier.
+
+use ndarray::{Array2, ArrayD, ArrayView2, Ix2};
+
+use crate::Float;
+
+/// What the network should have predicted.
+#[derive(Clone, Copy, Debug)]
+pub enum Targets<'a, T> {
+    /// One class index per sample, each below the number of classes.
+    Labels(&'a [usize]),
+    /// One row of class weights per sample: (N, C), one-hot or any distribution.
+    OneHot(ArrayView2<'a, T>),
+}
+
+impl<T> Targets<'_, T> {
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        match self {
+            Targets::Labels(t) => t.len(),
+            Targets::OneHot(t) => t.nrows(),
+        }
+    }
+
+    /// True when there are no samples.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Softmax followed by cross-entropy, averaged over the batch.
+///
+/// # Shapes
+/// `x: (N, C) scores, t: N labels or (N, C) targets -> scalar loss`.
+///
+/// # Loss and gradient
+/// ```text
+/// lse(x)  = log Σⱼ exp(xⱼ)                    (computed as m + log Σⱼ exp(xⱼ - m), m = maxⱼ xⱼ)
+/// L       = 1/N Σₙ (lse(xₙ) - xₙ[tₙ])          labels
+/// L       = 1/N Σₙ Σⱼ tₙⱼ (lse(xₙ) - xₙⱼ)      targets
+/// dx      = (softmax(x) · Σⱼ tⱼ - t) / N        = (y - onehot(t)) / N for labels and one-hot
+/// ```
+/// NOTE: no `+1e-7` inside a log (the book's cross_entropy_error adds it): the loss is then
+/// exactly the function whose gradient backward returns, and a numerical gradient agrees.
+#[derive(Clone, Debug, Default)]
+pub struct SoftmaxWithLoss<T: Float = f32> {
+    y: Option<Array2<T>>,  // (N, C) softmax of the scores
+    dx: Option<Array2<T>>, // (N, C) ∂L/∂x, computed in the same pass as the loss
+}
+
+impl<T: Float> SoftmaxWithLoss<T> {
+    pub fn new() -> Self {
+        SoftmaxWithLoss { y: None, dx: None }
+    }
+
+    /// The loss; keeps softmax(x) and ∂L/∂x for `backward`.
+    #[track_caller]
+    pub fn forward(&mut self, x: &ArrayD<T>, t: Targets<'_, T>) -> T {
+        let x = x
+            .view()
+            .into_dimensionality::<Ix2>()
+            .expect("SoftmaxWithLoss: scores must be (N, C)");
+        let (n, c) = x.dim();
+        assert_eq!(
+            t.len(),
+            n,
+            "SoftmaxWithLoss: {} targets for {n} samples",
+            t.len()
+        );
+        if let Targets::OneHot(t) = &t {
+            assert_eq!(t.dim(), (n, c), "SoftmaxWithLoss: targets shape");
+        }
+        let inv_n = T::one() / T::of(n as f64);
+        let y = softmax(&x);
+        let mut dx = y.clone();
+        let mut total = T::zero();
+        for (i, (xr, mut dr)) in x.rows().into_iter().zip(dx.rows_mut()).enumerate() {
+            let lse = log_sum_exp(xr.as_slice().unwrap_or(&xr.to_vec()));
+            match &t {
+                Targets::Labels(labels) => {
+                    let k = labels[i];
+                    assert!(
+                        k < c,
+                        "SoftmaxWithLoss: label {k} at {i} is not below {c} classes"
+                    );
+                    total = total + (lse - xr[k]);
+                    dr[k] = dr[k] - T::one();
+                }
+                Targets::OneHot(t) => {
+                    let tr = t.row(i);
+                    let mass: T = tr.sum();
+                    for j in 0..c {
+                        total = total + tr[j] * (lse - xr[j]);
+                        dr[j] = dr[j] * mass - tr[j];
+                    }
+                }
+            }
+        }
+        dx.mapv_inplace(|v| v * inv_n);
+        self.y = Some(y);
+        self.dx = Some(dx);
+        total * inv_n
+    }
+
+    /// ∂(dout · L)/∂x, shape (N, C).
+    pub fn backward(&self, dout: T) -> ArrayD<T> {
+        let dx = self
+            .dx
+            .as_ref()
+            .expect("SoftmaxWithLoss::backward called without a forward before it");
+        (dx * dout).into_dyn()
+    }
+
+    /// softmax(x) from the last forward.
+    pub fn output(&self) -> Option<&Array2<T>> {
+        self.y.as_ref()
+    }
+}
+
+/// log Σⱼ exp(xⱼ), shifted by the maximum so that no exp overflows.
+pub fn log_sum_exp<T: Float>(x: &[T]) -> T {
+    let m = x.iter().copied().fold(T::neg_infinity(), T::max);
+    if !m.is_finite() {
+        return m; // all -inf gives -inf; a +inf or NaN score passes through
+    }
+    let s: T = x.iter().map(|&v| (v - m).exp()).sum();
+    m + s.ln()
+}
+
+/// Row-wise softmax of (N, C) scores, each row shifted by its maximum.
+pub fn softmax<T: Float>(x: &ArrayView2<'_, T>) -> Array2<T> {
+    let mut y = x.to_owned();
+    for mut row in y.rows_mut() {
+        let m = row.iter().copied().fold(T::neg_infinity(), T::max);
+        row.mapv_inplace(|v| (v - m).exp());
+        let s: T = row.sum();
+        row.mapv_inplace(|v| v / s);
+    }
+    y
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Rng;
+    use crate::gradcheck::numerical_gradient;
+    use ndarray::{Array, arr2};
+
+    #[test]
+    fn loss_by_hand() {
+        // Scores [0, 0, ln 2]: softmax = [1/4, 1/4, 1/2].
+        // Label 2: L = -ln(1/2) = ln 2. Label 0: L = ln 4. Mean of the two: 1.5 ln 2.
+        let x = arr2(&[[0.0, 0.0, 2f64.ln()], [0.0, 0.0, 2f64.ln()]]).into_dyn();
+        let mut l = SoftmaxWithLoss::new();
+        let loss = l.forward(&x, Targets::Labels(&[2, 0]));
+        assert!((loss - 1.5 * 2f64.ln()).abs() < 1e-15);
+        let y = l.output().unwrap();
+        assert!((y[[0, 2]] - 0.5).abs() < 1e-15 && (y[[0, 0]] - 0.25).abs() < 1e-15);
+        // dx = (y - onehot) / N
+        let dx = l.backward(1.0);
+        let expected = arr2(&[[0.125, 0.125, -0.25], [-0.375, 0.125, 0.25]]).into_dyn();
+        assert!((&dx - &expected).iter().all(|d| d.abs() < 1e-15));
+    }
+
+    #[test]
+    fn huge_scores_do_not_overflow() {
+        let x = arr2(&[[1000.0f32, 0.0]]).into_dyn();
+        let loss = SoftmaxWithLoss::new().forward(&x, Targets::Labels(&[1]));
+        assert_eq!(loss, 1000.0);
+    }
+
+    #[test]
+    fn one_hot_targets_give_the_same_loss_and_gradient_as_labels() {
+        let mut rng = Rng::new(21);
+        let x = Array::from_shape_fn((4, 5), |_| rng.normal()).into_dyn();
+        let labels = [3, 0, 4, 4];
+        let one_hot = Array::from_shape_fn((4, 5), |(i, j)| if labels[i] == j { 1.0 } else { 0.0 });
+        let mut a = SoftmaxWithLoss::new();
+        let mut b = SoftmaxWithLoss::new();
+        let la = a.forward(&x, Targets::Labels(&labels));
+        let lb = b.forward(&x, Targets::OneHot(one_hot.view()));
+        assert!((la - lb).abs() < 1e-15);
+        assert!(
+            (&a.backward(1.0) - &b.backward(1.0))
+                .iter()
+                .all(|d| d.abs() < 1e-15)
+        );
+    }
+
+    fn check(t: Targets<'_, f64>, x: ArrayD<f64>) {
+        let mut layer = SoftmaxWithLoss::new();
+        layer.forward(&x, t);
+        let analytic = layer.backward(1.0);
+        let mut x = x;
+        let numeric = numerical_gradient(|x| SoftmaxWithLoss::new().forward(x, t), &mut x, 1e-5);
+        let report = crate::gradcheck::compare("x", &analytic, &numeric);
+        assert!(report.max_rel_err < 1e-8, "{report}");
+    }
+
+    #[test]
+    fn gradient_check_with_labels() {
+        let mut rng = Rng::new(22);
+        let x = Array::from_shape_fn((5, 4), |_| 2.0 * rng.normal()).into_dyn();
+        check(Targets::Labels(&[0, 3, 3, 1, 2]), x);
+    }
+
+    #[test]
+    fn gradient_check_with_one_hot_and_soft_targets() {
+        let mut rng = Rng::new(23);
+        let x = Array::from_shape_fn((3, 4), |_| 2.0 * rng.normal()).into_dyn();
+        let one_hot = arr2(&[[0., 1., 0., 0.], [1., 0., 0., 0.], [0., 0., 0., 1.]]);
+        check(Targets::OneHot(one_hot.view()), x.clone());
+        // Soft targets (label smoothing) and a row that does not sum to 1.
+        let soft = arr2(&[
+            [0.1, 0.7, 0.1, 0.1],
+            [0.25, 0.25, 0.25, 0.25],
+            [0.0, 0.5, 0.0, 1.0],
+        ]);
+        check(Targets::OneHot(soft.view()), x);
+    }
+}

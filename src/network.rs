@@ -1,0 +1,199 @@
+//! An ordered list of layers followed by [`SoftmaxWithLoss`]: the book's `TwoLayerNet`
+//! generalised (`self.layers = OrderedDict()` ... `self.lastLayer = SoftmaxWithLoss()`).
+
+use ndarray::{ArrayD, Axis};
+
+use crate::Float;
+use crate::gradcheck::{self, GradCheckRow};
+use crate::layers::{Layer, Param, SoftmaxWithLoss, Targets};
+
+/// A layer with the name the network gave it (`Affine1`) and the number its parameters
+/// carry (`W1`, `b1`).
+struct Named<T: Float> {
+    name: String,
+    number: usize,
+    layer: Box<dyn Layer<T>>,
+}
+
+/// A feed-forward network: layers in order, then softmax with cross-entropy.
+///
+/// Parameters are named as in the book: the n-th layer that has a weight `W` is numbered n
+/// (`W1`, `b1`, `W2`, ...); a parameter layer without a weight (batch norm) takes the number of
+/// the weight layer before it (`gamma1`, `beta1`).
+pub struct Network<T: Float = f32> {
+    layers: Vec<Named<T>>,
+    last_layer: SoftmaxWithLoss<T>,
+    weight_layers: usize,
+}
+
+impl<T: Float> Default for Network<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: Float> Network<T> {
+    /// An empty network (only the loss layer).
+    pub fn new() -> Self {
+        Network {
+            layers: Vec::new(),
+            last_layer: SoftmaxWithLoss::new(),
+            weight_layers: 0,
+        }
+    }
+
+    /// Appends a layer, named after its kind and position (`Affine1`, `Relu1`, `Affine2`).
+    pub fn push(&mut self, mut layer: impl Layer<T> + 'static) -> &mut Self {
+        let kind = layer.kind();
+        let same_kind = self
+            .layers
+            .iter()
+            .filter(|l| l.layer.kind() == kind)
+            .count();
+        if layer.params().iter().any(|p| p.name == "W") {
+            self.weight_layers += 1;
+        }
+        self.layers.push(Named {
+            name: format!("{kind}{}", same_kind + 1),
+            number: self.weight_layers.max(1),
+            layer: Box::new(layer),
+        });
+        self
+    }
+
+    /// The layers' names in order (`["Affine1", "Relu1", "Affine2"]`).
+    pub fn layer_names(&self) -> Vec<&str> {
+        self.layers.iter().map(|l| l.name.as_str()).collect()
+    }
+
+    /// Class scores for a batch (inference: nothing is kept, `&self`).
+    /// `x: (N, ...) -> (N, C)`.
+    pub fn predict(&self, x: ArrayD<T>) -> ArrayD<T> {
+        self.layers.iter().fold(x, |x, l| l.layer.predict(x))
+    }
+
+    /// Training forward pass to the scores, keeping what backward needs.
+    pub fn forward(&mut self, x: ArrayD<T>) -> ArrayD<T> {
+        self.layers.iter_mut().fold(x, |x, l| l.layer.forward(x))
+    }
+
+    /// The loss of the training forward pass: the function [`Network::backprop`] differentiates.
+    pub fn loss(&mut self, x: ArrayD<T>, t: Targets<'_, T>) -> T {
+        let scores = self.forward(x);
+        self.last_layer.forward(&scores, t)
+    }
+
+    /// Fraction of samples whose highest score is the label.
+    pub fn accuracy(&self, x: ArrayD<T>, labels: &[usize]) -> f64 {
+        let n = labels.len();
+        if n == 0 {
+            return 0.0;
+        }
+        correct_predictions(&self.predict(x), labels) as f64 / n as f64
+    }
+
+    /// Forward, loss, and backward through every layer: fills each parameter's gradient and
+    /// returns the loss. The first layer computes no gradient with respect to the input.
+    pub fn backprop(&mut self, x: ArrayD<T>, t: Targets<'_, T>) -> T {
+        let loss = self.loss(x, t);
+        let mut dout = self.last_layer.backward(T::one());
+        let Some((first, rest)) = self.layers.split_first_mut() else {
+            return loss;
+        };
+        for l in rest.iter_mut().rev() {
+            dout = l.layer.backward(&dout);
+        }
+        first.layer.backward_params(&dout);
+        loss
+    }
+
+    /// The book's `gradient(x, t)`: backprop, then a copy of every gradient by name.
+    pub fn gradient(&mut self, x: ArrayD<T>, t: Targets<'_, T>) -> Vec<(String, ArrayD<T>)> {
+        self.backprop(x, t);
+        self.params()
+            .into_iter()
+            .map(|(n, p)| (n, p.grad.to_owned()))
+            .collect()
+    }
+
+    /// The book's `numerical_gradient(x, t)`: central differences of [`Network::loss`] for every
+    /// parameter entry (two forward passes each: slow, for checking only).
+    pub fn numerical_gradient(
+        &mut self,
+        x: &ArrayD<T>,
+        t: Targets<'_, T>,
+        h: T,
+    ) -> Vec<(String, ArrayD<T>)> {
+        let names: Vec<String> = self.params().into_iter().map(|(n, _)| n).collect();
+        let mut grads = Vec::new();
+        for (p, name) in names.into_iter().enumerate() {
+            let mut value = self.params().swap_remove(p).1.value.to_owned();
+            let grad = gradcheck::numerical_gradient(
+                |v| {
+                    self.params().swap_remove(p).1.value.assign(v);
+                    self.loss(x.clone(), t)
+                },
+                &mut value,
+                h,
+            );
+            self.params().swap_remove(p).1.value.assign(&value); // the original, exactly
+            grads.push((name, grad));
+        }
+        grads
+    }
+
+    /// Backprop against the numerical gradient, one report row per parameter.
+    pub fn gradient_check(&mut self, x: &ArrayD<T>, t: Targets<'_, T>, h: T) -> Vec<GradCheckRow> {
+        let numeric = self.numerical_gradient(x, t, h);
+        let analytic = self.gradient(x.clone(), t);
+        analytic
+            .iter()
+            .zip(&numeric)
+            .map(|((name, a), (_, n))| gradcheck::compare(name, a, n))
+            .collect()
+    }
+
+    /// Every parameter with its gradient, named `W1`, `b1`, ... in layer order.
+    pub fn params(&mut self) -> Vec<(String, Param<'_, T>)> {
+        self.layers
+            .iter_mut()
+            .flat_map(|l| {
+                let number = l.number;
+                l.layer
+                    .params()
+                    .into_iter()
+                    .map(move |p| (format!("{}{number}", p.name), p))
+            })
+            .collect()
+    }
+
+    /// Total number of learnable scalars.
+    pub fn num_params(&mut self) -> usize {
+        self.params().iter().map(|(_, p)| p.value.len()).sum()
+    }
+}
+
+/// How many rows of `scores` (N, C) have their maximum at the label (first maximum on ties,
+/// like NumPy's `argmax`).
+pub fn correct_predictions<T: Float>(scores: &ArrayD<T>, labels: &[usize]) -> usize {
+    assert_eq!(
+        scores.shape()[0],
+        labels.len(),
+        "one label per row of scores"
+    );
+    scores
+        .axis_iter(Axis(0))
+        .zip(labels)
+        .filter(|(row, t)| argmax(row.iter().copied()) == **t)
+        .count()
+}
+
+fn argmax<T: Float>(values: impl Iterator<Item = T>) -> usize {
+    let mut best = (0, T::neg_infinity());
+    for (i, v) in values.enumerate() {
+        if v > best.1 {
+            best = (i, v);
+        }
+    }
+    best.0
+}

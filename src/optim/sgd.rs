@@ -1,0 +1,55 @@
+//! Stochastic gradient descent: `W ← W - lr · ∂L/∂W`.
+
+use ndarray::Zip;
+
+use super::Optimizer;
+use crate::Float;
+use crate::layers::Param;
+
+/// Plain SGD (the book's `SGD`, ch. 6.1.2).
+#[derive(Clone, Debug)]
+pub struct Sgd {
+    pub lr: f64,
+}
+
+impl Default for Sgd {
+    /// The book's default learning rate, 0.01. (Its ch05 training script uses 0.1.)
+    fn default() -> Self {
+        Sgd { lr: 0.01 }
+    }
+}
+
+impl<T: Float> Optimizer<T> for Sgd {
+    fn step(&mut self, params: Vec<(String, Param<'_, T>)>) {
+        let lr = T::of(self.lr);
+        for (_, mut p) in params {
+            // W ← W - lr · dW
+            Zip::from(&mut p.value)
+                .and(&p.grad)
+                .for_each(|w, &g| *w = *w - lr * g);
+        }
+    }
+
+    fn learning_rate(&self) -> f64 {
+        self.lr
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{Array1, arr1};
+
+    #[test]
+    fn one_step_by_hand() {
+        let mut w = arr1(&[1.0f64, -2.0]);
+        let g: Array1<f64> = arr1(&[0.5, -1.0]);
+        let p = Param {
+            name: "W",
+            value: w.view_mut().into_dyn(),
+            grad: g.view().into_dyn(),
+        };
+        Sgd { lr: 0.1 }.step(vec![("W1".to_string(), p)]);
+        assert_eq!(w, arr1(&[0.95, -1.9]));
+    }
+}
