@@ -204,7 +204,7 @@ fn run_gradcheck(args: GradcheckArgs) -> Result<ExitCode, Error> {
     }
     let failed: Vec<&str> = rows
         .iter()
-        .filter(|r| !(r.max_rel_err <= args.tolerance))
+        .filter(|r| r.max_rel_err > args.tolerance || r.max_rel_err.is_nan())
         .map(|r| r.name.as_str())
         .collect();
     if failed.is_empty() {

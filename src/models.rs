@@ -24,6 +24,8 @@ pub struct TwoLayerNet;
 
 impl TwoLayerNet {
     /// Weights drawn from N(0, weight_init_std²) (W1 first, then W2); biases zero.
+    // The book's `TwoLayerNet(input_size, ...)`; what it builds is a general Network.
+    #[allow(clippy::new_ret_no_self)]
     pub fn new<T: Float>(
         input_size: usize,
         hidden_size: usize,

@@ -5,7 +5,7 @@ use ndarray::{ArrayD, Axis};
 
 use crate::Float;
 use crate::gradcheck::{self, GradCheckRow};
-use crate::layers::{Layer, Param, SoftmaxWithLoss, Targets};
+use crate::layers::{Input, Layer, Param, SoftmaxWithLoss, Targets};
 
 /// A layer with the name the network gave it (`Affine1`) and the number its parameters
 /// carry (`W1`, `b1`).
@@ -67,24 +67,36 @@ impl<T: Float> Network<T> {
     }
 
     /// Class scores for a batch (inference: nothing is kept, `&self`).
-    /// `x: (N, ...) -> (N, C)`.
-    pub fn predict(&self, x: ArrayD<T>) -> ArrayD<T> {
-        self.layers.iter().fold(x, |x, l| l.layer.predict(x))
+    /// `x: (N, ...) -> (N, C)`, dense or as non-zero entries ([`Input`]).
+    pub fn predict(&self, x: impl Into<Input<T>>) -> ArrayD<T> {
+        match self.layers.split_first() {
+            None => x.into().into_dense(),
+            Some((first, rest)) => {
+                let y = first.layer.predict_input(x.into());
+                rest.iter().fold(y, |x, l| l.layer.predict(x))
+            }
+        }
     }
 
     /// Training forward pass to the scores, keeping what backward needs.
-    pub fn forward(&mut self, x: ArrayD<T>) -> ArrayD<T> {
-        self.layers.iter_mut().fold(x, |x, l| l.layer.forward(x))
+    pub fn forward(&mut self, x: impl Into<Input<T>>) -> ArrayD<T> {
+        match self.layers.split_first_mut() {
+            None => x.into().into_dense(),
+            Some((first, rest)) => {
+                let y = first.layer.forward_input(x.into());
+                rest.iter_mut().fold(y, |x, l| l.layer.forward(x))
+            }
+        }
     }
 
     /// The loss of the training forward pass: the function [`Network::backprop`] differentiates.
-    pub fn loss(&mut self, x: ArrayD<T>, t: Targets<'_, T>) -> T {
+    pub fn loss(&mut self, x: impl Into<Input<T>>, t: Targets<'_, T>) -> T {
         let scores = self.forward(x);
         self.last_layer.forward(&scores, t)
     }
 
     /// Fraction of samples whose highest score is the label.
-    pub fn accuracy(&self, x: ArrayD<T>, labels: &[usize]) -> f64 {
+    pub fn accuracy(&self, x: impl Into<Input<T>>, labels: &[usize]) -> f64 {
         let n = labels.len();
         if n == 0 {
             return 0.0;
@@ -94,7 +106,7 @@ impl<T: Float> Network<T> {
 
     /// Forward, loss, and backward through every layer: fills each parameter's gradient and
     /// returns the loss. The first layer computes no gradient with respect to the input.
-    pub fn backprop(&mut self, x: ArrayD<T>, t: Targets<'_, T>) -> T {
+    pub fn backprop(&mut self, x: impl Into<Input<T>>, t: Targets<'_, T>) -> T {
         let loss = self.loss(x, t);
         let mut dout = self.last_layer.backward(T::one());
         let Some((first, rest)) = self.layers.split_first_mut() else {
@@ -108,7 +120,11 @@ impl<T: Float> Network<T> {
     }
 
     /// The book's `gradient(x, t)`: backprop, then a copy of every gradient by name.
-    pub fn gradient(&mut self, x: ArrayD<T>, t: Targets<'_, T>) -> Vec<(String, ArrayD<T>)> {
+    pub fn gradient(
+        &mut self,
+        x: impl Into<Input<T>>,
+        t: Targets<'_, T>,
+    ) -> Vec<(String, ArrayD<T>)> {
         self.backprop(x, t);
         self.params()
             .into_iter()

@@ -135,8 +135,8 @@ pub fn train(
         indices
             .iter_mut()
             .for_each(|k| *k = rng.below(data.train.len()));
-        let (x, t) = data.train.batch::<f32>(&indices);
-        let loss = net.backprop(x.into_dyn(), Targets::Labels(&t)) as f64;
+        let (x, t) = data.train.sparse_batch::<f32>(&indices);
+        let loss = net.backprop(x, Targets::Labels(&t)) as f64;
         if !loss.is_finite() {
             return Err(Error::Diverged {
                 iteration: i + 1,
@@ -200,8 +200,8 @@ pub fn accuracy(net: &Network<f32>, data: &Dataset, threads: usize) -> f64 {
     let count = |part: &[(usize, usize)]| -> usize {
         part.iter()
             .map(|&(s, e)| {
-                let (x, labels) = data.batch_range::<f32>(s..e);
-                correct_predictions(&net.predict(x.into_dyn()), &labels)
+                let (x, labels) = data.sparse_batch::<f32>(&(s..e).collect::<Vec<_>>());
+                correct_predictions(&net.predict(x), &labels)
             })
             .sum()
     };

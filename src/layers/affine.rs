@@ -2,9 +2,9 @@
 
 use ndarray::{Array1, Array2, ArrayD, Axis, Ix2, IxDyn};
 
-use super::{Layer, Param};
+use super::{Input, Layer, Param};
 use crate::Float;
-use crate::linalg::{matmul_acc, matmul_nt, matmul_tn_acc};
+use crate::linalg::{Lhs, matmul_nt};
 
 /// Affine (fully connected) layer.
 ///
@@ -25,7 +25,7 @@ pub struct Affine<T: Float = f32> {
     pub b: Array1<T>,       // (D_out)
     pub dw: Array2<T>,      // (D_in, D_out)
     pub db: Array1<T>,      // (D_out)
-    x: Option<Array2<T>>,   // (N, D_in), the flattened input kept for dW
+    x: Option<Lhs<T>>,      // (N, D_in), the flattened input kept for dW (indexed if sparse)
     x_shape: Option<IxDyn>, // the input's original shape, for dx
 }
 
@@ -74,10 +74,19 @@ impl<T: Float> Affine<T> {
     }
 
     /// y = x·W + b, with y preset to b so that the product accumulates onto it.
-    fn affine(&self, x: &Array2<T>) -> Array2<T> {
-        let mut y = Array2::zeros((x.nrows(), self.w.ncols()));
+    /// (Lhs skips the zeros of a mostly-zero input, such as an MNIST batch.)
+    #[track_caller]
+    fn affine(&self, x: &Lhs<T>) -> Array2<T> {
+        assert_eq!(
+            x.dim().1,
+            self.w.nrows(),
+            "Affine: input (N, {}) for W {:?}",
+            x.dim().1,
+            self.w.dim()
+        );
+        let mut y = Array2::zeros((x.dim().0, self.w.ncols()));
         y.rows_mut().into_iter().for_each(|mut r| r.assign(&self.b));
-        matmul_acc(&x.view(), &self.w.view(), &mut y.view_mut());
+        x.matmul_acc(&self.w.view(), &mut y.view_mut());
         y
     }
 
@@ -94,12 +103,12 @@ impl<T: Float> Affine<T> {
             .expect("Affine::backward: dout must be (N, D_out)");
         assert_eq!(
             dy.dim(),
-            (x.nrows(), self.w.ncols()),
+            (x.dim().0, self.w.ncols()),
             "Affine::backward: dout {:?} does not match the output (N, D_out)",
             dy.dim()
         );
         self.dw.fill(T::zero());
-        matmul_tn_acc(&x.view(), &dy, &mut self.dw.view_mut());
+        x.matmul_tn_acc(&dy, &mut self.dw.view_mut());
         self.db = dy.sum_axis(Axis(0));
     }
 }
@@ -111,14 +120,34 @@ impl<T: Float> Layer<T> for Affine<T> {
 
     fn forward(&mut self, x: ArrayD<T>) -> ArrayD<T> {
         self.x_shape = Some(x.raw_dim());
-        let x = self.flatten(x);
+        let x = Lhs::new(self.flatten(x));
         let y = self.affine(&x);
         self.x = Some(x);
         y.into_dyn()
     }
 
     fn predict(&self, x: ArrayD<T>) -> ArrayD<T> {
-        self.affine(&self.flatten(x)).into_dyn()
+        self.affine(&Lhs::new(self.flatten(x))).into_dyn()
+    }
+
+    fn forward_input(&mut self, x: Input<T>) -> ArrayD<T> {
+        match x {
+            Input::Dense(x) => self.forward(x),
+            Input::Sparse(x) => {
+                self.x_shape = Some(ndarray::IxDyn(&[x.nrows(), x.ncols()]));
+                let x = Lhs::Sparse(x);
+                let y = self.affine(&x);
+                self.x = Some(x);
+                y.into_dyn()
+            }
+        }
+    }
+
+    fn predict_input(&self, x: Input<T>) -> ArrayD<T> {
+        match x {
+            Input::Dense(x) => self.predict(x),
+            Input::Sparse(x) => self.affine(&Lhs::Sparse(x)).into_dyn(),
+        }
     }
 
     fn backward(&mut self, dout: &ArrayD<T>) -> ArrayD<T> {

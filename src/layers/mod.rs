@@ -21,9 +21,62 @@ pub use relu::Relu;
 pub use sigmoid::Sigmoid;
 pub use softmax_loss::{SoftmaxWithLoss, Targets};
 
-use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD};
+use ndarray::{Array2, ArrayD, ArrayViewD, ArrayViewMutD};
 
 use crate::Float;
+use crate::linalg::sparse::SparseRows;
+
+/// What a network is fed: a dense array `(N, ...)`, or a batch of rows `(N, D)` given by its
+/// non-zero entries (MNIST images are 80% background: the first layer then skips the zeros
+/// without a dense copy ever being made).
+#[derive(Clone, Debug)]
+pub enum Input<T: Float> {
+    Dense(ArrayD<T>),
+    Sparse(SparseRows<T>),
+}
+
+impl<T: Float> Input<T> {
+    /// The dense array, `(N, ...)`.
+    pub fn into_dense(self) -> ArrayD<T> {
+        match self {
+            Input::Dense(x) => x,
+            Input::Sparse(x) => Array2::from_shape_vec((x.nrows(), x.ncols()), x.to_dense())
+                .expect("rows x cols entries")
+                .into_dyn(),
+        }
+    }
+
+    /// Number of samples, N.
+    pub fn len(&self) -> usize {
+        match self {
+            Input::Dense(x) => x.shape().first().copied().unwrap_or(0),
+            Input::Sparse(x) => x.nrows(),
+        }
+    }
+
+    /// True when there are no samples.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<T: Float> From<ArrayD<T>> for Input<T> {
+    fn from(x: ArrayD<T>) -> Self {
+        Input::Dense(x)
+    }
+}
+
+impl<T: Float> From<Array2<T>> for Input<T> {
+    fn from(x: Array2<T>) -> Self {
+        Input::Dense(x.into_dyn())
+    }
+}
+
+impl<T: Float> From<SparseRows<T>> for Input<T> {
+    fn from(x: SparseRows<T>) -> Self {
+        Input::Sparse(x)
+    }
+}
 
 /// One learnable tensor of a layer and its gradient, by its short name (`"W"`, `"b"`).
 pub struct Param<'a, T> {
@@ -45,6 +98,17 @@ pub trait Layer<T: Float>: Send + Sync {
 
     /// Inference forward pass: the same output, nothing kept.
     fn predict(&self, x: ArrayD<T>) -> ArrayD<T>;
+
+    /// [`Layer::forward`] for a network's input, which may come as non-zero entries. Layers
+    /// that can use them directly (Affine) override it; the others get the dense array.
+    fn forward_input(&mut self, x: Input<T>) -> ArrayD<T> {
+        self.forward(x.into_dense())
+    }
+
+    /// [`Layer::predict`] for a network's input; see [`Layer::forward_input`].
+    fn predict_input(&self, x: Input<T>) -> ArrayD<T> {
+        self.predict(x.into_dense())
+    }
 
     /// Backward pass: ∂L/∂x from `dout` = ∂L/∂y; overwrites the parameter gradients.
     fn backward(&mut self, dout: &ArrayD<T>) -> ArrayD<T>;

@@ -38,7 +38,7 @@ impl<T: Float> Layer<T> for Relu {
     }
 
     fn forward(&mut self, mut x: ArrayD<T>) -> ArrayD<T> {
-        self.mask = Some(x.mapv(|v| !(v <= T::zero())));
+        self.mask = Some(x.mapv(|v| v > T::zero() || v.is_nan()));
         x.mapv_inplace(relu);
         x
     }

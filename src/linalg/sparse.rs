@@ -1,0 +1,428 @@
+//! Products with a mostly-zero left operand, skipping its zeros.
+//!
+//! ```text
+//! A (M, K) as compressed sparse rows: for row i, the non-zero entries (k, a[i, k]).
+//! C += A·B:   C[i, :] += Σ over non-zeros (k, v) of row i:  v · B[k, :]
+//! C += Aᵀ·B:  the same with the rows of Aᵀ (A's columns), found by transposing the index.
+//! ```
+//! Skipping an exact zero drops a `+ 0·b` term, which changes no sum except the sign of an
+//! exact zero result.
+
+use std::any::TypeId;
+
+use crate::Float;
+
+/// Non-zero entries of a (M, K) matrix, row by row (compressed sparse rows).
+#[derive(Clone, Debug)]
+pub struct SparseRows<T> {
+    ncols: usize,          // K
+    row_start: Vec<usize>, // (M + 1): row i is entries row_start[i]..row_start[i + 1]
+    col: Vec<u32>,         // (nnz) column of each entry, increasing within a row
+    val: Vec<T>,           // (nnz) value of each entry
+}
+
+/// Slack past the last entry: the vector compaction stores 8 lanes at a time.
+const SLACK: usize = 8;
+
+impl<T: Float> SparseRows<T> {
+    /// The non-zero entries of row-major `a` with `k` columns, or None when less than
+    /// `zero_fraction` of its entries are zero (the dense product is then faster).
+    pub fn index(a: &[T], k: usize, zero_fraction: f64) -> Option<Self> {
+        if k == 0 || !a.len().is_multiple_of(k) || k > u32::MAX as usize {
+            return None;
+        }
+        let nnz = count_nonzero(a);
+        if ((a.len() - nnz) as f64) < zero_fraction * a.len() as f64 {
+            return None;
+        }
+        let mut col = vec![0u32; nnz + SLACK];
+        let mut val = vec![T::zero(); nnz + SLACK];
+        let mut row_start = Vec::with_capacity(a.len() / k + 1);
+        let mut n = 0;
+        for row in a.chunks_exact(k) {
+            row_start.push(n);
+            n = compress(row, &mut col, &mut val, n);
+        }
+        row_start.push(n);
+        debug_assert_eq!(n, nnz);
+        col.truncate(nnz);
+        val.truncate(nnz);
+        Some(SparseRows {
+            ncols: k,
+            row_start,
+            col,
+            val,
+        })
+    }
+
+    /// An empty matrix of `ncols` columns and no rows, to be filled with [`SparseRows::push`]
+    /// and [`SparseRows::end_row`].
+    pub fn new(ncols: usize) -> Self {
+        Self::with_capacity(ncols, 0, 0)
+    }
+
+    /// Like [`SparseRows::new`], with room for `rows` rows and `nnz` entries.
+    pub fn with_capacity(ncols: usize, rows: usize, nnz: usize) -> Self {
+        assert!(
+            ncols <= u32::MAX as usize,
+            "SparseRows: {ncols} columns do not fit u32"
+        );
+        let mut row_start = Vec::with_capacity(rows + 1);
+        row_start.push(0);
+        SparseRows {
+            ncols,
+            row_start,
+            col: Vec::with_capacity(nnz),
+            val: Vec::with_capacity(nnz),
+        }
+    }
+
+    /// A matrix from its parts: `row_start` (M + 1, starting at 0, non-decreasing, ending at
+    /// nnz), and for each entry its column (below `ncols`, increasing within a row) and value.
+    /// Panics if the parts do not fit together.
+    #[track_caller]
+    pub fn from_parts(ncols: usize, row_start: Vec<usize>, col: Vec<u32>, val: Vec<T>) -> Self {
+        assert!(
+            row_start.first() == Some(&0)
+                && row_start.last() == Some(&val.len())
+                && col.len() == val.len()
+                && row_start.windows(2).all(|w| w[0] <= w[1])
+                && col.iter().all(|&c| (c as usize) < ncols),
+            "SparseRows::from_parts: inconsistent parts"
+        );
+        SparseRows {
+            ncols,
+            row_start,
+            col,
+            val,
+        }
+    }
+
+    /// Appends entry (current row, `col`) = `val`. Columns must increase within a row.
+    #[inline]
+    #[track_caller]
+    pub fn push(&mut self, col: usize, val: T) {
+        debug_assert!(
+            col < self.ncols,
+            "SparseRows::push: column {col} of {}",
+            self.ncols
+        );
+        self.col.push(col as u32);
+        self.val.push(val);
+    }
+
+    /// Closes the current row.
+    pub fn end_row(&mut self) {
+        self.row_start.push(self.val.len());
+    }
+
+    /// The dense (M, K) matrix, row-major.
+    pub fn to_dense(&self) -> Vec<T> {
+        let mut a = vec![T::zero(); self.nrows() * self.ncols];
+        for i in 0..self.nrows() {
+            let (cols, vals) = self.row(i);
+            for (&k, &v) in cols.iter().zip(vals) {
+                a[i * self.ncols + k as usize] = v;
+            }
+        }
+        a
+    }
+
+    /// Number of columns, K.
+    pub fn ncols(&self) -> usize {
+        self.ncols
+    }
+
+    /// Number of rows, M.
+    pub fn nrows(&self) -> usize {
+        self.row_start.len() - 1
+    }
+
+    /// Number of stored (non-zero) entries.
+    pub fn nnz(&self) -> usize {
+        self.val.len()
+    }
+
+    fn row(&self, i: usize) -> (&[u32], &[T]) {
+        let r = self.row_start[i]..self.row_start[i + 1];
+        (&self.col[r.clone()], &self.val[r])
+    }
+
+    /// The index of Aᵀ (K, M), by counting sort on the column: within each of its rows the
+    /// entries stay in increasing order.
+    pub fn transpose(&self) -> SparseRows<T> {
+        let mut row_start = vec![0usize; self.ncols + 1];
+        for &c in &self.col {
+            row_start[c as usize + 1] += 1;
+        }
+        for k in 0..self.ncols {
+            row_start[k + 1] += row_start[k];
+        }
+        let mut next = row_start[..self.ncols].to_vec();
+        let mut col = vec![0u32; self.nnz()];
+        let mut val = vec![T::zero(); self.nnz()];
+        for i in 0..self.nrows() {
+            let (cols, vals) = self.row(i);
+            for (&c, &v) in cols.iter().zip(vals) {
+                let p = &mut next[c as usize];
+                col[*p] = i as u32;
+                val[*p] = v;
+                *p += 1;
+            }
+        }
+        SparseRows {
+            ncols: self.nrows(),
+            row_start,
+            col,
+            val,
+        }
+    }
+
+    /// C (M, N) += A · B (K, N); row-major slices.
+    #[track_caller]
+    pub fn matmul_acc(&self, b: &[T], c: &mut [T]) {
+        let n = b.len() / self.ncols.max(1);
+        assert!(
+            b.len() == self.ncols * n && c.len() == self.nrows() * n,
+            "sparse matmul_acc: B has {} entries, C {}, for A ({}, {})",
+            b.len(),
+            c.len(),
+            self.nrows(),
+            self.ncols
+        );
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx2,fma")]
+            fn avx2_fma<T: Float>(a: &SparseRows<T>, b: &[T], c: &mut [T], n: usize) {
+                sparse_ab::<T, true>(a, b, c, n)
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                // SAFETY: the processor supports AVX2 and FMA, checked just above.
+                return unsafe { avx2_fma(self, b, c, n) };
+            }
+        }
+        sparse_ab::<T, false>(self, b, c, n)
+    }
+}
+
+/// acc + a·b: one fused multiply-add where the processor has it (one rounding), else a
+/// multiply and an add.
+#[inline(always)]
+fn madd<T: Float, const FMA: bool>(acc: T, a: T, b: T) -> T {
+    if FMA { a.mul_add(b, acc) } else { acc + a * b }
+}
+
+/// Output columns handled at once: 2 x 32 accumulators stay in registers (8 AVX vectors of f32).
+const BLOCK: usize = 32;
+
+/// C (M, N) += A · B (K, N), A given by its non-zero entries. Row-major slices.
+/// For each row of C, two blocks of BLOCK columns at a time are summed in registers over A's
+/// non-zeros, so that each row of B is fetched once for 64 columns.
+#[inline(always)]
+fn sparse_ab<T: Float, const FMA: bool>(a: &SparseRows<T>, b: &[T], c: &mut [T], n: usize) {
+    if n == 0 {
+        return;
+    }
+    for (i, c_row) in c.chunks_exact_mut(n).enumerate() {
+        let (cols, vals) = a.row(i);
+        if cols.is_empty() {
+            continue; // e.g. a pixel that no image of the batch inks: nothing to add
+        }
+        if n < BLOCK {
+            for (j, c_ij) in c_row.iter_mut().enumerate() {
+                for (&k, &v) in cols.iter().zip(vals) {
+                    *c_ij = madd::<T, FMA>(*c_ij, v, b[k as usize * n + j]);
+                }
+            }
+            continue;
+        }
+        // NOTE: a block that would pass column N is moved back to end at N; it then overlaps
+        // the block before it, and only its columns not stored yet are stored.
+        let mut j = 0;
+        while j < n {
+            let s0 = j.min(n - BLOCK);
+            if j + BLOCK < n {
+                let s1 = (j + BLOCK).min(n - BLOCK);
+                let (c0, c1) = (&c_row[s0..s0 + BLOCK], &c_row[s1..s1 + BLOCK]);
+                let (acc0, acc1) = sum_two_blocks::<T, FMA>(cols, vals, b, n, (s0, s1), (c0, c1));
+                c_row[j..s0 + BLOCK].copy_from_slice(&acc0[j - s0..]);
+                c_row[j + BLOCK..s1 + BLOCK].copy_from_slice(&acc1[j + BLOCK - s1..]);
+            } else {
+                let acc = sum_block::<T, FMA>(cols, vals, b, n, s0, &c_row[s0..s0 + BLOCK]);
+                c_row[j..s0 + BLOCK].copy_from_slice(&acc[j - s0..]);
+            }
+            j += 2 * BLOCK;
+        }
+    }
+}
+
+/// c0 + Σ v·B[k, s..s + BLOCK] over the non-zeros (k, v) of a row, for two blocks s0 and s1
+/// at once: 2 x BLOCK independent accumulators in registers.
+#[inline(always)]
+fn sum_two_blocks<T: Float, const FMA: bool>(
+    cols: &[u32],
+    vals: &[T],
+    b: &[T],
+    n: usize,
+    (s0, s1): (usize, usize),
+    (c0, c1): (&[T], &[T]),
+) -> ([T; BLOCK], [T; BLOCK]) {
+    let mut acc0: [T; BLOCK] = c0.try_into().unwrap();
+    let mut acc1: [T; BLOCK] = c1.try_into().unwrap();
+    for (&k, &v) in cols.iter().zip(vals) {
+        let row = &b[k as usize * n..(k as usize + 1) * n];
+        let (b0, b1) = (&row[s0..s0 + BLOCK], &row[s1..s1 + BLOCK]);
+        for l in 0..BLOCK {
+            acc0[l] = madd::<T, FMA>(acc0[l], v, b0[l]);
+            acc1[l] = madd::<T, FMA>(acc1[l], v, b1[l]);
+        }
+    }
+    (acc0, acc1)
+}
+
+/// c0 + Σ v·B[k, s..s + BLOCK] over the non-zeros (k, v) of a row, in registers.
+/// NOTE: even and odd non-zeros go to two sets of accumulators, added at the end: one chain
+/// of dependent additions would leave the adder waiting on its own latency.
+#[inline(always)]
+fn sum_block<T: Float, const FMA: bool>(
+    cols: &[u32],
+    vals: &[T],
+    b: &[T],
+    n: usize,
+    s: usize,
+    c0: &[T],
+) -> [T; BLOCK] {
+    let mut even: [T; BLOCK] = c0.try_into().unwrap();
+    let mut odd = [T::zero(); BLOCK];
+    let row = |k: u32| &b[k as usize * n + s..k as usize * n + s + BLOCK];
+    let mut pairs = cols.chunks_exact(2).zip(vals.chunks_exact(2));
+    for (k, v) in &mut pairs {
+        let (b0, b1) = (row(k[0]), row(k[1]));
+        for l in 0..BLOCK {
+            even[l] = madd::<T, FMA>(even[l], v[0], b0[l]);
+            odd[l] = madd::<T, FMA>(odd[l], v[1], b1[l]);
+        }
+    }
+    if cols.len() % 2 == 1 {
+        let b0 = row(cols[cols.len() - 1]);
+        let v = vals[vals.len() - 1];
+        for l in 0..BLOCK {
+            even[l] = madd::<T, FMA>(even[l], v, b0[l]);
+        }
+    }
+    for l in 0..BLOCK {
+        even[l] = even[l] + odd[l];
+    }
+    even
+}
+
+/// Number of entries that are not zero (NaN counts as non-zero).
+fn count_nonzero<T: Float>(a: &[T]) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2")]
+        fn avx2<T: Float>(a: &[T]) -> usize {
+            a.iter().map(|&v| (v != T::zero()) as usize).sum()
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the processor supports AVX2, checked just above.
+            return unsafe { avx2(a) };
+        }
+    }
+    a.iter().map(|&v| (v != T::zero()) as usize).sum()
+}
+
+/// Appends the non-zeros of `row` to `col`/`val` from position `n`; returns the new end.
+/// Needs [`SLACK`] spare slots past the last non-zero.
+fn compress<T: Float>(row: &[T], col: &mut [u32], val: &mut [T], n: usize) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if TypeId::of::<T>() == TypeId::of::<f32>() && std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: T is f32 (same TypeId), so both slices have f32's layout.
+        let (row32, val32) = unsafe {
+            (
+                &*(row as *const [T] as *const [f32]),
+                &mut *(val as *mut [T] as *mut [f32]),
+            )
+        };
+        // SAFETY: the processor supports AVX2, checked just above.
+        return unsafe { avx2::compress_f32(row32, col, val32, n) };
+    }
+    // Branch-free: every entry is written, the cursor only advances past non-zeros.
+    // (An `if` per entry mispredicts at every edge of a pen stroke.)
+    let mut n = n;
+    for (j, &v) in row.iter().enumerate() {
+        col[n] = j as u32;
+        val[n] = v;
+        n += (v != T::zero()) as usize;
+    }
+    n
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// For each 8-bit mask: the lanes whose bit is set, in order, then zeros.
+    static PERMUTATIONS: [[u32; 8]; 256] = permutations();
+
+    const fn permutations() -> [[u32; 8]; 256] {
+        let mut table = [[0u32; 8]; 256];
+        let mut mask = 0;
+        while mask < 256 {
+            let (mut lane, mut out) = (0, 0);
+            while lane < 8 {
+                if mask & (1 << lane) != 0 {
+                    table[mask][out] = lane as u32;
+                    out += 1;
+                }
+                lane += 1;
+            }
+            mask += 1;
+        }
+        table
+    }
+
+    /// [`super::compress`] for f32, 8 entries at a time: compare with zero, gather the
+    /// non-zero lanes to the front with one permutation, store all 8 lanes, advance by the
+    /// number of non-zeros. Blocks of 8 zeros (background) cost one compare.
+    #[target_feature(enable = "avx2")]
+    pub fn compress_f32(row: &[f32], col: &mut [u32], val: &mut [f32], mut n: usize) -> usize {
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let mut blocks = row.chunks_exact(8);
+        for (b, block) in (&mut blocks).enumerate() {
+            // SAFETY: `block` has 8 f32; unaligned load.
+            let v = unsafe { _mm256_loadu_ps(block.as_ptr()) };
+            // NEQ_UQ: true for non-zeros and NaN, as `v != 0.0` is.
+            let mask =
+                _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_NEQ_UQ>(v, _mm256_setzero_ps())) as usize;
+            if mask == 0 {
+                continue;
+            }
+            assert!(
+                n + 8 <= col.len() && n + 8 <= val.len(),
+                "compress: no slack left"
+            );
+            // SAFETY: the table row has 8 u32; the stores write 8 lanes at n..n + 8, in
+            // bounds (checked just above).
+            unsafe {
+                let perm = _mm256_loadu_si256(PERMUTATIONS[mask].as_ptr() as *const __m256i);
+                let idx = _mm256_add_epi32(lanes, _mm256_set1_epi32((b * 8) as i32));
+                _mm256_storeu_ps(val.as_mut_ptr().add(n), _mm256_permutevar8x32_ps(v, perm));
+                _mm256_storeu_si256(
+                    col.as_mut_ptr().add(n) as *mut __m256i,
+                    _mm256_permutevar8x32_epi32(idx, perm),
+                );
+            }
+            n += mask.count_ones() as usize;
+        }
+        let start = row.len() - blocks.remainder().len();
+        for (j, &v) in blocks.remainder().iter().enumerate() {
+            col[n] = (start + j) as u32;
+            val[n] = v;
+            n += (v != 0.0) as usize;
+        }
+        n
+    }
+}
