@@ -29,6 +29,7 @@ enum Command {
 }
 
 #[derive(clap::Args)]
+#[command(allow_negative_numbers = true)]
 struct TrainArgs {
     /// Directory with the four MNIST IDX files (gzip or raw).
     #[arg(long, default_value = "data/mnist")]
@@ -57,6 +58,7 @@ struct TrainArgs {
 }
 
 #[derive(clap::Args)]
+#[command(allow_negative_numbers = true)]
 struct GradcheckArgs {
     /// Directory with the four MNIST IDX files (gzip or raw).
     #[arg(long, default_value = "data/mnist")]

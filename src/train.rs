@@ -183,6 +183,26 @@ pub fn train(
     })
 }
 
+/// One update: draw `indices.len()` samples at random (with replacement, as the book's
+/// `np.random.choice(train_size, batch_size)`), backprop, let the optimizer step.
+/// Returns the mini-batch loss (NaN or infinite when training diverges; nothing is updated
+/// then).
+pub fn step(
+    net: &mut Network<f32>,
+    optimizer: &mut impl Optimizer<f32>,
+    data: &Dataset,
+    indices: &mut [usize],
+    rng: &mut Rng,
+) -> f64 {
+    indices.iter_mut().for_each(|k| *k = rng.below(data.len()));
+    let (x, t) = data.sparse_batch::<f32>(indices);
+    let loss = net.backprop(x, Targets::Labels(&t)) as f64;
+    if loss.is_finite() {
+        optimizer.step(net.params());
+    }
+    loss
+}
+
 /// Samples per forward pass when evaluating: large enough for efficient products, small
 /// enough (1.5 MB of f32 input) to stay in cache.
 const EVAL_CHUNK: usize = 500;

@@ -77,10 +77,22 @@ fn read_idx(path: &Path, magic: u32, ndims: usize) -> Result<(Vec<usize>, Vec<u8
     };
     let mut reader = open_maybe_gzip(path).map_err(io_err)?;
 
-    // Header: magic, then one big-endian u32 per dimension.
+    // Header: the magic number first (so a file of the other kind is named as such, however
+    // short), then one big-endian u32 per dimension.
     let needed = 4 * (1 + ndims);
     let mut header = vec![0u8; needed];
-    let found = read_up_to(&mut reader, &mut header).map_err(io_err)?;
+    let found = read_up_to(&mut reader, &mut header[..4]).map_err(io_err)?;
+    if found < 4 {
+        return Err(idx_err(IdxProblem::TruncatedHeader { found, needed }));
+    }
+    let found_magic = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
+    if found_magic != magic {
+        return Err(idx_err(IdxProblem::BadMagic {
+            found: found_magic,
+            expected: magic,
+        }));
+    }
+    let found = 4 + read_up_to(&mut reader, &mut header[4..]).map_err(io_err)?;
     if found < needed {
         return Err(idx_err(IdxProblem::TruncatedHeader { found, needed }));
     }
@@ -88,12 +100,6 @@ fn read_idx(path: &Path, magic: u32, ndims: usize) -> Result<(Vec<usize>, Vec<u8
         .chunks_exact(4)
         .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
         .collect();
-    if words[0] != magic {
-        return Err(idx_err(IdxProblem::BadMagic {
-            found: words[0],
-            expected: magic,
-        }));
-    }
     let dims = &words[1..];
     let expected = dims
         .iter()

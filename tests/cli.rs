@@ -1,0 +1,170 @@
+//! The `backprop` command: its output, and one-line errors with a non-zero exit on bad input.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::{scratch_dir, write_dataset};
+
+fn backprop(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_backprop"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+/// A small data set (2000 training, 500 test images of MNIST) as raw IDX files.
+fn small_data(name: &str) -> String {
+    let dir = scratch_dir(name);
+    let data = common::mnist();
+    write_dataset(&dir, &data.train.slice(0..2000), &data.test.slice(0..500));
+    dir.to_string_lossy().into_owned()
+}
+
+/// Exit code non-zero, one line on stderr naming `what`, and no panic.
+fn assert_one_line_error(out: &Output, what: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "succeeded; stderr: {stderr}");
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "not one line: {stderr}"
+    );
+    assert!(
+        stderr.starts_with("error: ") && stderr.contains(what),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn train_prints_epochs_and_a_json_summary() {
+    let data = small_data("cli-train");
+    let out = backprop(&[
+        "train",
+        "--data",
+        &data,
+        "--iters",
+        "60",
+        "--batch-size",
+        "50",
+        "--seed",
+        "3",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("TwoLayerNet 784-50-10"), "{stdout}");
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("epoch")).count(),
+        1,
+        "{stdout}"
+    );
+    let json = stdout.lines().last().unwrap();
+    for key in [
+        "\"elapsed_s\":",
+        "\"iterations\":60",
+        "\"train_accuracy\":",
+        "\"test_accuracy\":",
+        "\"final_loss\":",
+    ] {
+        assert!(
+            json.starts_with('{') && json.ends_with('}') && json.contains(key),
+            "{json}"
+        );
+    }
+    // Same seed, same numbers (elapsed time aside).
+    let again = backprop(&[
+        "train",
+        "--data",
+        &data,
+        "--iters",
+        "60",
+        "--batch-size",
+        "50",
+        "--seed",
+        "3",
+        "--json",
+    ]);
+    let strip = |s: &str| s.split("\"iterations\"").nth(1).unwrap().to_string();
+    assert_eq!(
+        strip(json),
+        strip(
+            String::from_utf8_lossy(&again.stdout)
+                .lines()
+                .last()
+                .unwrap()
+        )
+    );
+}
+
+#[test]
+fn gradcheck_passes_and_fails_on_its_tolerance() {
+    let data = small_data("cli-gradcheck");
+    let out = backprop(&["gradcheck", "--data", &data, "--hidden", "10"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for name in ["W1", "b1", "W2", "b2", "max rel err"] {
+        assert!(stdout.contains(name), "{stdout}");
+    }
+    let out = backprop(&[
+        "gradcheck",
+        "--data",
+        &data,
+        "--hidden",
+        "10",
+        "--tolerance",
+        "1e-30",
+    ]);
+    assert_one_line_error(&out, "relative error above");
+}
+
+#[test]
+fn bad_input_gives_one_line_errors() {
+    let data = small_data("cli-bad");
+    assert_one_line_error(
+        &backprop(&["train", "--data", "no/such/dir"]),
+        "no/such/dir",
+    );
+    assert_one_line_error(
+        &backprop(&["train", "--data", &data, "--batch-size", "0"]),
+        "--batch-size",
+    );
+    assert_one_line_error(
+        &backprop(&["train", "--data", &data, "--hidden", "0"]),
+        "--hidden",
+    );
+    assert_one_line_error(&backprop(&["train", "--data", &data, "--lr", "-1"]), "--lr");
+    assert_one_line_error(
+        &backprop(&["train", "--data", &data, "--lr", "1e30", "--init-std", "1"]),
+        "diverged",
+    );
+    assert_one_line_error(
+        &backprop(&["gradcheck", "--data", "no/such/dir"]),
+        "no/such/dir",
+    );
+
+    // A corrupt file: the message names it.
+    let labels = Path::new(&data).join("t10k-labels-idx1-ubyte");
+    std::fs::write(&labels, b"not an IDX file at all").unwrap();
+    assert_one_line_error(
+        &backprop(&["train", "--data", &data]),
+        "t10k-labels-idx1-ubyte",
+    );
+}
+
+#[test]
+fn unknown_flags_are_usage_errors() {
+    let out = backprop(&["train", "--no-such-flag"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--no-such-flag"));
+}

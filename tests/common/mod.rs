@@ -1,0 +1,76 @@
+//! Helpers shared by the integration tests: scratch directories and small IDX files.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use backprop::data::{Dataset, Mnist};
+
+/// A fresh, empty directory under the system's temp dir, unique to this test and process.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("backprop-test-{}-{name}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The repository's MNIST copy.
+pub fn mnist() -> Mnist {
+    Mnist::load(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("data/mnist")
+            .as_path(),
+    )
+    .expect("data/mnist loads")
+}
+
+/// An IDX image file's bytes: header then pixels.
+pub fn idx_images(count: u32, rows: u32, cols: u32, pixels: &[u8]) -> Vec<u8> {
+    let mut b = Vec::new();
+    for w in [2051u32, count, rows, cols] {
+        b.extend_from_slice(&w.to_be_bytes());
+    }
+    b.extend_from_slice(pixels);
+    b
+}
+
+/// An IDX label file's bytes: header then labels.
+pub fn idx_labels(count: u32, labels: &[u8]) -> Vec<u8> {
+    let mut b = Vec::new();
+    for w in [2049u32, count] {
+        b.extend_from_slice(&w.to_be_bytes());
+    }
+    b.extend_from_slice(labels);
+    b
+}
+
+/// Gzip-compresses bytes.
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+/// Writes a data set as the four raw (uncompressed) IDX files into `dir`.
+pub fn write_dataset(dir: &Path, train: &Dataset, test: &Dataset) {
+    let write = |name: &str, bytes: Vec<u8>| fs::write(dir.join(name), bytes).unwrap();
+    let (r, c) = (train.rows as u32, train.cols as u32);
+    write(
+        "train-images-idx3-ubyte",
+        idx_images(train.len() as u32, r, c, &train.images),
+    );
+    write(
+        "train-labels-idx1-ubyte",
+        idx_labels(train.len() as u32, &train.labels),
+    );
+    write(
+        "t10k-images-idx3-ubyte",
+        idx_images(test.len() as u32, r, c, &test.images),
+    );
+    write(
+        "t10k-labels-idx1-ubyte",
+        idx_labels(test.len() as u32, &test.labels),
+    );
+}
