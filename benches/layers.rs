@@ -24,6 +24,9 @@ fn bench_layers(c: &mut Criterion) {
     c.bench_function("batch: 100 MNIST images, u8 -> f32", |b| {
         b.iter(|| data.train.batch::<f32>(black_box(&indices)))
     });
+    c.bench_function("input_batch: 100 MNIST images as sparse rows", |b| {
+        b.iter(|| data.train.input_batch::<f32>(black_box(&indices)))
+    });
     c.bench_function("lhs index: non-zeros of a (100, 784) batch", |b| {
         b.iter(|| Lhs::new(black_box(x.clone())))
     });

@@ -53,6 +53,8 @@ pub struct GradCheckRow {
     /// The parameter (`W1`) or `x` for a layer's input.
     pub name: String,
     pub shape: Vec<usize>,
+    /// meanᵢ |analyticᵢ - numericᵢ| (what the book's gradient_check.py prints).
+    pub mean_abs_diff: f64,
     /// maxᵢ |analyticᵢ - numericᵢ|.
     pub max_abs_diff: f64,
     /// max_abs_diff / the largest |gradient| entry (see the module docs).
@@ -63,9 +65,10 @@ impl fmt::Display for GradCheckRow {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{:<10} {:>14} {:>14.3e} {:>14.3e}",
+            "{:<10} {:>12} {:>14.3e} {:>14.3e} {:>14.3e}",
             self.name,
             format!("{:?}", self.shape),
+            self.mean_abs_diff,
             self.max_abs_diff,
             self.max_rel_err
         )
@@ -82,9 +85,11 @@ pub fn compare<T: Float>(name: &str, analytic: &ArrayD<T>, numeric: &ArrayD<T>) 
     );
     let to64 = |v: T| v.to_f64().unwrap_or(f64::NAN);
     let mut max_abs_diff = 0f64;
+    let mut sum_abs_diff = 0f64;
     let mut scale = 0f64;
     Zip::from(analytic).and(numeric).for_each(|&a, &n| {
         let (a, n) = (to64(a), to64(n));
+        sum_abs_diff += (a - n).abs();
         // NaN-aware: a NaN anywhere makes the report NaN, which fails any tolerance.
         max_abs_diff = if (a - n).is_nan() {
             f64::NAN
@@ -101,6 +106,7 @@ pub fn compare<T: Float>(name: &str, analytic: &ArrayD<T>, numeric: &ArrayD<T>) 
     GradCheckRow {
         name: name.to_string(),
         shape: analytic.shape().to_vec(),
+        mean_abs_diff: sum_abs_diff / analytic.len().max(1) as f64,
         max_abs_diff,
         max_rel_err,
     }

@@ -108,8 +108,8 @@ fn run_train(args: TrainArgs) -> Result<ExitCode, Error> {
         "data: {} training and {} test images of {}x{}, {} classes ({})",
         data.train.len(),
         data.test.len(),
-        data.train.rows,
-        data.train.cols,
+        data.train.rows(),
+        data.train.cols(),
         data.classes,
         args.data.display()
     );
@@ -198,8 +198,8 @@ fn run_gradcheck(args: GradcheckArgs) -> Result<ExitCode, Error> {
         backprop::gradcheck::DEFAULT_H,
     );
     println!(
-        "{:<10} {:>14} {:>14} {:>14}",
-        "parameter", "shape", "max abs diff", "max rel err"
+        "{:<10} {:>12} {:>14} {:>14} {:>14}",
+        "parameter", "shape", "mean abs diff", "max abs diff", "max rel err"
     );
     for row in &rows {
         println!("{row}");

@@ -131,19 +131,19 @@ pub fn train(
     let mut last_loss = f64::NAN;
     let mut epochs = Vec::new();
     for i in 0..cfg.iters {
-        // np.random.choice(train_size, batch_size): uniform, with replacement
-        indices
-            .iter_mut()
-            .for_each(|k| *k = rng.below(data.train.len()));
-        let (x, t) = data.train.sparse_batch::<f32>(&indices);
-        let loss = net.backprop(x, Targets::Labels(&t)) as f64;
+        let loss = step(
+            &mut net,
+            &mut optimizer,
+            &data.train,
+            &mut indices,
+            &mut rng,
+        );
         if !loss.is_finite() {
             return Err(Error::Diverged {
                 iteration: i + 1,
                 loss,
             });
         }
-        optimizer.step(net.params());
         epoch_loss += loss;
         last_loss = loss;
 
@@ -195,7 +195,7 @@ pub fn step(
     rng: &mut Rng,
 ) -> f64 {
     indices.iter_mut().for_each(|k| *k = rng.below(data.len()));
-    let (x, t) = data.sparse_batch::<f32>(indices);
+    let (x, t) = data.input_batch::<f32>(indices);
     let loss = net.backprop(x, Targets::Labels(&t)) as f64;
     if loss.is_finite() {
         optimizer.step(net.params());
@@ -220,7 +220,7 @@ pub fn accuracy(net: &Network<f32>, data: &Dataset, threads: usize) -> f64 {
     let count = |part: &[(usize, usize)]| -> usize {
         part.iter()
             .map(|&(s, e)| {
-                let (x, labels) = data.sparse_batch::<f32>(&(s..e).collect::<Vec<_>>());
+                let (x, labels) = data.input_batch::<f32>(&(s..e).collect::<Vec<_>>());
                 correct_predictions(&net.predict(x), &labels)
             })
             .sum()

@@ -252,7 +252,7 @@ fn the_repository_copy_of_mnist_loads_whole() {
         (data.train.len(), data.test.len(), data.classes),
         (60_000, 10_000, 10)
     );
-    assert_eq!((data.train.rows, data.train.cols), (28, 28));
+    assert_eq!((data.train.rows(), data.train.cols()), (28, 28));
     // The first training label of MNIST is a 5, the first test label a 7.
-    assert_eq!((data.train.labels[0], data.test.labels[0]), (5, 7));
+    assert_eq!((data.train.labels()[0], data.test.labels()[0]), (5, 7));
 }

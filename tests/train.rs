@@ -3,7 +3,7 @@
 mod common;
 
 use backprop::data::Mnist;
-use backprop::layers::Targets;
+use backprop::layers::{Input, Targets};
 use backprop::train::{TrainConfig, train};
 use backprop::{Error, Rng, TwoLayerNet};
 
@@ -140,7 +140,8 @@ fn sparse_batches_give_the_dense_answers() {
     let data = slice();
     let indices: Vec<usize> = (0..64).map(|i| i * 37 % 5000).collect();
     let (dense, labels) = data.train.batch::<f64>(&indices);
-    let (sparse, labels2) = data.train.sparse_batch::<f64>(&indices);
+    let (sparse, labels2) = data.train.input_batch::<f64>(&indices);
+    assert!(matches!(sparse, Input::Sparse(_)));
     assert_eq!(labels, labels2);
     let mut net = TwoLayerNet::new::<f64>(784, 30, 10, 0.1, &mut Rng::new(3));
     let g_dense = net.gradient(dense.clone(), Targets::Labels(&labels));

@@ -9,6 +9,7 @@ use ndarray::Array2;
 use super::idx::{check_labels, read_images, read_labels};
 use crate::Float;
 use crate::error::{Error, Result};
+use crate::layers::Input;
 use crate::linalg::sparse::SparseRows;
 
 /// The four files, by their standard names; each may also be present without `.gz`.
@@ -17,13 +18,23 @@ pub const TRAIN_LABELS: &str = "train-labels-idx1-ubyte";
 pub const TEST_IMAGES: &str = "t10k-images-idx3-ubyte";
 pub const TEST_LABELS: &str = "t10k-labels-idx1-ubyte";
 
-/// Images and their labels, as bytes.
+/// Images and their labels, as bytes, with an index of each image's inked (non-zero) pixels.
 #[derive(Clone, Debug)]
 pub struct Dataset {
-    pub images: Vec<u8>, // (len, rows·cols)
-    pub labels: Vec<u8>, // (len)
-    pub rows: usize,
-    pub cols: usize,
+    images: Vec<u8>, // (len, rows·cols)
+    labels: Vec<u8>, // (len)
+    rows: usize,
+    cols: usize,
+    ink: Option<InkIndex>, // None for images of more than 65536 pixels
+}
+
+/// The non-zero pixels of every image, in pixel order: a fifth of MNIST's bytes, so that a
+/// random mini-batch reads 7 cache lines an image instead of 13, mostly from the L3 cache.
+#[derive(Clone, Debug)]
+struct InkIndex {
+    start: Vec<usize>, // (len + 1): image i is entries start[i]..start[i + 1]
+    pixel: Vec<u16>,   // (nnz) position of the pixel in its image
+    value: Vec<u8>,    // (nnz) its grey level, 1..=255
 }
 
 /// The training and test sets.
@@ -36,6 +47,25 @@ pub struct Mnist {
 }
 
 impl Dataset {
+    /// A data set of `labels.len()` images of `rows x cols` bytes, row-major in `images`.
+    pub fn new(images: Vec<u8>, labels: Vec<u8>, rows: usize, cols: usize) -> Result<Dataset> {
+        if rows * cols == 0 || images.len() != labels.len() * rows * cols {
+            return Err(Error::Data(format!(
+                "{} image bytes do not make {} images of {rows}x{cols}",
+                images.len(),
+                labels.len()
+            )));
+        }
+        let ink = (rows * cols <= 1 << 16).then(|| InkIndex::new(&images, rows * cols));
+        Ok(Dataset {
+            images,
+            labels,
+            rows,
+            cols,
+            ink,
+        })
+    }
+
     /// Number of samples.
     pub fn len(&self) -> usize {
         self.labels.len()
@@ -46,21 +76,38 @@ impl Dataset {
         self.labels.is_empty()
     }
 
+    /// Image height.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Image width.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
     /// Pixels per image (the network's input size): rows · cols.
     pub fn input_size(&self) -> usize {
         self.rows * self.cols
+    }
+
+    /// All images, (len, rows·cols) bytes, 0 = background.
+    pub fn images(&self) -> &[u8] {
+        &self.images
+    }
+
+    /// All labels.
+    pub fn labels(&self) -> &[u8] {
+        &self.labels
     }
 
     /// The samples in `range`, copied.
     #[track_caller]
     pub fn slice(&self, range: Range<usize>) -> Dataset {
         let d = self.input_size();
-        Dataset {
-            images: self.images[range.start * d..range.end * d].to_vec(),
-            labels: self.labels[range].to_vec(),
-            rows: self.rows,
-            cols: self.cols,
-        }
+        let images = self.images[range.start * d..range.end * d].to_vec();
+        Dataset::new(images, self.labels[range].to_vec(), self.rows, self.cols)
+            .expect("a slice of a valid data set")
     }
 
     /// The samples at `indices` as a (batch, rows·cols) matrix of pixels scaled to [0, 1]
@@ -72,70 +119,84 @@ impl Dataset {
         let out = x.as_slice_mut().expect("new arrays are contiguous");
         for (row, &i) in out.chunks_exact_mut(d).zip(indices) {
             let pixels = &self.images[i * d..(i + 1) * d];
-            // Background is 0 and the output starts at 0: skip 8 zero bytes at a time.
-            let mut words = pixels.chunks_exact(8);
-            for (o, p) in row.chunks_exact_mut(8).zip(&mut words) {
-                if u64::from_ne_bytes(p.try_into().unwrap()) != 0 {
-                    o.iter_mut()
-                        .zip(p)
-                        .for_each(|(o, &p)| *o = scale[p as usize]);
-                }
-            }
-            let rest = words.remainder();
-            let tail = &mut row[d - rest.len()..];
-            tail.iter_mut()
-                .zip(rest)
+            row.iter_mut()
+                .zip(pixels)
                 .for_each(|(o, &p)| *o = scale[p as usize]);
         }
-        let labels = indices.iter().map(|&i| self.labels[i] as usize).collect();
-        (x, labels)
+        (x, self.labels_at(indices))
     }
 
     /// The samples at `indices` as [`Dataset::batch`] gives them, but by their non-zero pixels
-    /// only (a fifth of MNIST's): what the first layer's product reads, without the dense
-    /// (batch, rows·cols) matrix being written and scanned.
-    pub fn sparse_batch<T: Float>(&self, indices: &[usize]) -> (SparseRows<T>, Vec<usize>) {
-        let d = self.input_size();
-        let image = |i: usize| &self.images[i * d..(i + 1) * d];
-        // Random images: ask for the memory of the ones two ahead while counting this one.
-        let mut nnz = 0;
-        for (r, &i) in indices.iter().enumerate() {
-            if let Some(&ahead) = indices.get(r + 2) {
-                prefetch(image(ahead));
-            }
-            nnz += count_nonzero_bytes(image(i));
-        }
+    /// only (a fifth of MNIST's): what the first layer's product reads, without a dense
+    /// (batch, rows·cols) matrix being written and scanned. Dense for images of more than
+    /// 65536 pixels.
+    pub fn input_batch<T: Float>(&self, indices: &[usize]) -> (Input<T>, Vec<usize>) {
+        let Some(ink) = &self.ink else {
+            let (x, labels) = self.batch(indices);
+            return (x.into(), labels);
+        };
         let scale = pixel_table::<T>();
-        // 8 slots of slack: the compaction below writes 8 entries for every inked word.
-        let mut col = vec![0u32; nnz + 8];
-        let mut val = vec![T::zero(); nnz + 8];
+        let nnz = indices
+            .iter()
+            .map(|&i| ink.start[i + 1] - ink.start[i])
+            .sum();
+        let mut col = Vec::with_capacity(nnz);
+        let mut val = Vec::with_capacity(nnz);
         let mut row_start = Vec::with_capacity(indices.len() + 1);
-        let mut n = 0;
-        for &i in indices {
-            row_start.push(n);
-            // A word of 8 background bytes is skipped with one comparison; in an inked word
-            // every pixel is written and the cursor advances past the non-zero ones only (an
-            // `if` per pixel would mispredict at every edge of a pen stroke).
-            for (w, p) in image(i).chunks(8).enumerate() {
-                if p.iter().fold(0u8, |any, &b| any | b) != 0 {
-                    for (j, &p) in p.iter().enumerate() {
-                        col[n] = (w * 8 + j) as u32;
-                        val[n] = scale[p as usize];
-                        n += (p != 0) as usize;
-                    }
-                }
+        row_start.push(0);
+        for (r, &i) in indices.iter().enumerate() {
+            if let Some(&ahead) = indices.get(r + 4) {
+                ink.prefetch(ahead); // random images: start reading a later one now
             }
+            let (s, e) = (ink.start[i], ink.start[i + 1]);
+            col.extend(ink.pixel[s..e].iter().map(|&j| j as u32));
+            val.extend(ink.value[s..e].iter().map(|&p| scale[p as usize]));
+            row_start.push(col.len());
         }
-        row_start.push(n);
-        col.truncate(n);
-        val.truncate(n);
-        let labels = indices.iter().map(|&i| self.labels[i] as usize).collect();
-        (SparseRows::from_parts(d, row_start, col, val), labels)
+        let x = SparseRows::from_parts(self.input_size(), row_start, col, val);
+        (Input::Sparse(x), self.labels_at(indices))
     }
 
     /// The samples in `range`, as [`Dataset::batch`] does.
     pub fn batch_range<T: Float>(&self, range: Range<usize>) -> (Array2<T>, Vec<usize>) {
         self.batch(&range.collect::<Vec<_>>())
+    }
+
+    fn labels_at(&self, indices: &[usize]) -> Vec<usize> {
+        indices.iter().map(|&i| self.labels[i] as usize).collect()
+    }
+}
+
+impl InkIndex {
+    /// Lists the non-zero bytes of each image of `d` pixels (d ≤ 65536).
+    fn new(images: &[u8], d: usize) -> InkIndex {
+        let nnz = count_nonzero_bytes(images);
+        let mut ink = InkIndex {
+            start: Vec::with_capacity(images.len() / d + 1),
+            pixel: Vec::with_capacity(nnz),
+            value: Vec::with_capacity(nnz),
+        };
+        ink.start.push(0);
+        for image in images.chunks_exact(d) {
+            // A word of 8 background bytes is skipped with one comparison.
+            for (w, bytes) in image.chunks(8).enumerate() {
+                if bytes.iter().any(|&b| b != 0) {
+                    for (j, &b) in bytes.iter().enumerate().filter(|&(_, &b)| b != 0) {
+                        ink.pixel.push((w * 8 + j) as u16);
+                        ink.value.push(b);
+                    }
+                }
+            }
+            ink.start.push(ink.pixel.len());
+        }
+        ink
+    }
+
+    /// Asks the processor to start loading image `i`'s entries into the cache.
+    fn prefetch(&self, i: usize) {
+        let (s, e) = (self.start[i], self.start[i + 1]);
+        prefetch(&self.pixel[s..e]);
+        prefetch(&self.value[s..e]);
     }
 }
 
@@ -152,15 +213,15 @@ fn count_nonzero_bytes(bytes: &[u8]) -> usize {
     count + words.remainder().iter().filter(|&&b| b != 0).count()
 }
 
-/// Asks the processor to start loading `bytes` into the cache (a hint; no effect elsewhere
+/// Asks the processor to start loading `items` into the cache (a hint; no effect elsewhere
 /// than on x86-64).
 #[inline(always)]
-fn prefetch(bytes: &[u8]) {
+fn prefetch<E>(items: &[E]) {
     #[cfg(target_arch = "x86_64")]
-    for offset in (0..bytes.len()).step_by(64) {
+    for offset in (0..std::mem::size_of_val(items)).step_by(64) {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        // SAFETY: a prefetch only hints; the address lies inside `bytes`.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(bytes.as_ptr().add(offset) as *const i8) };
+        // SAFETY: a prefetch only hints; the address lies inside `items`.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>((items.as_ptr() as *const i8).add(offset)) };
     }
 }
 
@@ -223,12 +284,7 @@ fn load_pair(dir: &Path, images: &str, labels: &str, classes: Option<usize>) -> 
             labels.len()
         )));
     }
-    Ok(Dataset {
-        images: imgs.pixels,
-        labels,
-        rows: imgs.rows,
-        cols: imgs.cols,
-    })
+    Dataset::new(imgs.pixels, labels, imgs.rows, imgs.cols)
 }
 
 /// `dir/name.gz`, else `dir/name`.
