@@ -87,17 +87,19 @@ pub fn compare<T: Float>(name: &str, analytic: &ArrayD<T>, numeric: &ArrayD<T>) 
     let mut max_abs_diff = 0f64;
     let mut sum_abs_diff = 0f64;
     let mut scale = 0f64;
+    let mut nan = false;
     Zip::from(analytic).and(numeric).for_each(|&a, &n| {
         let (a, n) = (to64(a), to64(n));
-        sum_abs_diff += (a - n).abs();
-        // NaN-aware: a NaN anywhere makes the report NaN, which fails any tolerance.
-        max_abs_diff = if (a - n).is_nan() {
-            f64::NAN
-        } else {
-            max_abs_diff.max((a - n).abs())
-        };
+        let d = (a - n).abs();
+        // NOTE: f64::max drops NaN, so a NaN anywhere is remembered apart: it must fail.
+        nan |= d.is_nan();
+        sum_abs_diff += d;
+        max_abs_diff = max_abs_diff.max(d);
         scale = scale.max(a.abs()).max(n.abs());
     });
+    if nan {
+        max_abs_diff = f64::NAN;
+    }
     let max_rel_err = if max_abs_diff == 0.0 {
         0.0
     } else {
@@ -162,4 +164,90 @@ fn entry_mut(layer: &mut dyn Layer<f64>, p: usize, i: usize) -> &mut f64 {
         .into_slice_memory_order()
         .expect("contiguous parameter");
     &mut slice[i]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layers::{Affine, Relu, Sigmoid, Targets};
+    use crate::{Network, TwoLayerNet, models::gaussian};
+    use ndarray::{Array, Array1, arr1};
+
+    #[test]
+    fn numerical_gradient_of_a_known_function() {
+        // f(x) = Σ xᵢ² + 3 x₀ x₁: ∂f/∂x₀ = 2x₀ + 3x₁, ∂f/∂x₁ = 2x₁ + 3x₀, ∂f/∂x₂ = 2x₂.
+        let mut x = arr1(&[1.0f64, -2.0, 0.5]).into_dyn();
+        let g = numerical_gradient(
+            |x| x.mapv(|v| v * v).sum() + 3.0 * x[0] * x[1],
+            &mut x,
+            1e-5,
+        );
+        let expected = arr1(&[-4.0, -1.0, 1.0]).into_dyn();
+        assert!((&g - &expected).iter().all(|d| d.abs() < 1e-9), "{g}");
+        assert_eq!(
+            x,
+            arr1(&[1.0, -2.0, 0.5]).into_dyn(),
+            "x is restored exactly"
+        );
+    }
+
+    #[test]
+    fn compare_reports_the_worst_entry_relative_to_the_largest() {
+        let a = arr1(&[1.0, 0.001, 0.0]).into_dyn();
+        let n = arr1(&[1.0, 0.002, 0.0]).into_dyn();
+        let row = compare("W", &a, &n);
+        assert_eq!(row.max_abs_diff, 0.001);
+        assert!((row.mean_abs_diff - 0.001 / 3.0).abs() < 1e-15);
+        assert!((row.max_rel_err - 0.001).abs() < 1e-15);
+        let nan = arr1(&[f64::NAN, 0.0, 0.0]).into_dyn();
+        assert!(
+            compare("W", &nan, &n).max_rel_err.is_nan(),
+            "NaN must fail any tolerance"
+        );
+        assert_eq!(compare("W", &n, &n).max_rel_err, 0.0);
+    }
+
+    #[test]
+    fn a_deeper_network_with_sigmoid_checks_too() {
+        // Affine -> Sigmoid -> Affine -> Relu -> Affine -> loss, with one-hot targets.
+        let mut rng = Rng::new(4);
+        let mut net = Network::<f64>::new();
+        net.push(Affine::new(gaussian(7, 6, 0.8, &mut rng), Array1::zeros(6)))
+            .push(Sigmoid::new())
+            .push(Affine::new(
+                gaussian(6, 5, 0.8, &mut rng),
+                Array1::from_elem(5, 0.1),
+            ))
+            .push(Relu::new())
+            .push(Affine::new(gaussian(5, 3, 0.8, &mut rng), Array1::zeros(3)));
+        assert_eq!(
+            net.layer_names(),
+            ["Affine1", "Sigmoid1", "Affine2", "Relu1", "Affine3"]
+        );
+        let x = Array::from_shape_fn((4, 7), |_| rng.normal()).into_dyn();
+        let t = Array::from_shape_fn((4, 3), |(i, j)| if (i + j) % 3 == 0 { 1.0 } else { 0.0 });
+        let rows = net.gradient_check(&x, Targets::OneHot(t.view()), DEFAULT_H);
+        let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["W1", "b1", "W2", "b2", "W3", "b3"]);
+        for row in rows {
+            assert!(row.max_rel_err < 1e-7, "{row}");
+        }
+    }
+
+    #[test]
+    fn f32_backprop_agrees_with_f64() {
+        // The same weights in both types: the f32 gradient is the f64 one to f32 precision.
+        let mut net64 = TwoLayerNet::new::<f64>(30, 10, 4, 0.3, &mut Rng::new(8));
+        let mut net32 = TwoLayerNet::new::<f32>(30, 10, 4, 0.3, &mut Rng::new(8));
+        let mut rng = Rng::new(9);
+        let x = Array::from_shape_fn((8, 30), |_| rng.uniform());
+        let labels = [0, 1, 2, 3, 3, 2, 1, 0];
+        let g64 = net64.gradient(x.clone(), Targets::Labels(&labels));
+        let g32 = net32.gradient(x.mapv(|v| v as f32), Targets::Labels(&labels));
+        for ((name, a), (_, b)) in g64.iter().zip(&g32) {
+            let b = b.mapv(|v| v as f64);
+            let row = compare(name, a, &b);
+            assert!(row.max_rel_err < 1e-5, "{row}");
+        }
+    }
 }

@@ -19,7 +19,7 @@ mod softmax_loss;
 pub use affine::Affine;
 pub use relu::Relu;
 pub use sigmoid::Sigmoid;
-pub use softmax_loss::{SoftmaxWithLoss, Targets};
+pub use softmax_loss::{SoftmaxWithLoss, Targets, softmax};
 
 use ndarray::{Array2, ArrayD, ArrayViewD, ArrayViewMutD};
 

@@ -1,6 +1,6 @@
 //! Softmax and cross-entropy, fused: the last layer of a classifier.
 
-use ndarray::{Array2, ArrayD, ArrayView2, Ix2};
+use ndarray::{Array2, ArrayD, ArrayView1, ArrayView2, ArrayViewMut1, Ix2};
 
 use crate::Float;
 
@@ -71,11 +71,17 @@ impl<T: Float> SoftmaxWithLoss<T> {
             assert_eq!(t.dim(), (n, c), "SoftmaxWithLoss: targets shape");
         }
         let inv_n = T::one() / T::of(n as f64);
-        let y = softmax(&x);
-        let mut dx = y.clone();
+        let mut y = Array2::zeros((n, c));
+        let mut dx = Array2::zeros((n, c));
         let mut total = T::zero();
-        for (i, (xr, mut dr)) in x.rows().into_iter().zip(dx.rows_mut()).enumerate() {
-            let lse = log_sum_exp(xr.as_slice().unwrap_or(&xr.to_vec()));
+        for (i, ((xr, mut yr), mut dr)) in x
+            .rows()
+            .into_iter()
+            .zip(y.rows_mut())
+            .zip(dx.rows_mut())
+            .enumerate()
+        {
+            let lse = softmax_row(&xr, &mut yr);
             match &t {
                 Targets::Labels(labels) => {
                     let k = labels[i];
@@ -84,6 +90,7 @@ impl<T: Float> SoftmaxWithLoss<T> {
                         "SoftmaxWithLoss: label {k} at {i} is not below {c} classes"
                     );
                     total = total + (lse - xr[k]);
+                    dr.assign(&yr);
                     dr[k] = dr[k] - T::one();
                 }
                 Targets::OneHot(t) => {
@@ -91,7 +98,7 @@ impl<T: Float> SoftmaxWithLoss<T> {
                     let mass: T = tr.sum();
                     for j in 0..c {
                         total = total + tr[j] * (lse - xr[j]);
-                        dr[j] = dr[j] * mass - tr[j];
+                        dr[j] = yr[j] * mass - tr[j];
                     }
                 }
             }
@@ -117,24 +124,25 @@ impl<T: Float> SoftmaxWithLoss<T> {
     }
 }
 
-/// log Σⱼ exp(xⱼ), shifted by the maximum so that no exp overflows.
-pub fn log_sum_exp<T: Float>(x: &[T]) -> T {
+/// y = softmax(x) for one row, shifted by the row's maximum; returns log Σⱼ exp(xⱼ) from the
+/// same exponentials.
+fn softmax_row<T: Float>(x: &ArrayView1<'_, T>, y: &mut ArrayViewMut1<'_, T>) -> T {
     let m = x.iter().copied().fold(T::neg_infinity(), T::max);
     if !m.is_finite() {
-        return m; // all -inf gives -inf; a +inf or NaN score passes through
+        y.fill(T::nan()); // a +inf or all -inf row has no softmax
+        return m;
     }
-    let s: T = x.iter().map(|&v| (v - m).exp()).sum();
+    y.zip_mut_with(x, |y, &x| *y = (x - m).exp());
+    let s: T = y.sum();
+    y.mapv_inplace(|v| v / s);
     m + s.ln()
 }
 
 /// Row-wise softmax of (N, C) scores, each row shifted by its maximum.
 pub fn softmax<T: Float>(x: &ArrayView2<'_, T>) -> Array2<T> {
-    let mut y = x.to_owned();
-    for mut row in y.rows_mut() {
-        let m = row.iter().copied().fold(T::neg_infinity(), T::max);
-        row.mapv_inplace(|v| (v - m).exp());
-        let s: T = row.sum();
-        row.mapv_inplace(|v| v / s);
+    let mut y = Array2::zeros(x.raw_dim());
+    for (xr, mut yr) in x.rows().into_iter().zip(y.rows_mut()) {
+        softmax_row(&xr, &mut yr);
     }
     y
 }
