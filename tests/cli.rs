@@ -41,7 +41,7 @@ fn assert_one_line_error(out: &Output, what: &str) {
 #[test]
 fn train_prints_epochs_and_a_json_summary() {
     let data = small_data("cli-train");
-    let out = backprop(&[
+    let args = [
         "train",
         "--data",
         &data,
@@ -52,7 +52,8 @@ fn train_prints_epochs_and_a_json_summary() {
         "--seed",
         "3",
         "--json",
-    ]);
+    ];
+    let out = backprop(&args);
     assert!(
         out.status.success(),
         "{}",
@@ -79,18 +80,7 @@ fn train_prints_epochs_and_a_json_summary() {
         );
     }
     // Same seed, same numbers (elapsed time aside).
-    let again = backprop(&[
-        "train",
-        "--data",
-        &data,
-        "--iters",
-        "60",
-        "--batch-size",
-        "50",
-        "--seed",
-        "3",
-        "--json",
-    ]);
+    let again = backprop(&args);
     let strip = |s: &str| s.split("\"iterations\"").nth(1).unwrap().to_string();
     assert_eq!(
         strip(json),

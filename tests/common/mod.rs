@@ -55,22 +55,11 @@ pub fn gzip(bytes: &[u8]) -> Vec<u8> {
 
 /// Writes a data set as the four raw (uncompressed) IDX files into `dir`.
 pub fn write_dataset(dir: &Path, train: &Dataset, test: &Dataset) {
-    let write = |name: &str, bytes: Vec<u8>| fs::write(dir.join(name), bytes).unwrap();
-    let (r, c) = (train.rows() as u32, train.cols() as u32);
-    write(
-        "train-images-idx3-ubyte",
-        idx_images(train.len() as u32, r, c, train.images()),
-    );
-    write(
-        "train-labels-idx1-ubyte",
-        idx_labels(train.len() as u32, train.labels()),
-    );
-    write(
-        "t10k-images-idx3-ubyte",
-        idx_images(test.len() as u32, r, c, test.images()),
-    );
-    write(
-        "t10k-labels-idx1-ubyte",
-        idx_labels(test.len() as u32, test.labels()),
-    );
+    for (prefix, set) in [("train", train), ("t10k", test)] {
+        let (n, r, c) = (set.len() as u32, set.rows() as u32, set.cols() as u32);
+        let images = idx_images(n, r, c, set.images());
+        fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), images).unwrap();
+        let labels = idx_labels(n, set.labels());
+        fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), labels).unwrap();
+    }
 }
