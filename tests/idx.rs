@@ -256,3 +256,40 @@ fn the_repository_copy_of_mnist_loads_whole() {
     // The first training label of MNIST is a 5, the first test label a 7.
     assert_eq!((data.train.labels()[0], data.test.labels()[0]), (5, 7));
 }
+
+#[test]
+fn random_damage_never_panics() {
+    // Truncations, flipped bytes and random garbage, raw and gzipped: every outcome is an
+    // Ok or an Err, never a panic or a huge allocation.
+    let dir = scratch_dir("idx-fuzz");
+    let mut rng = backprop::Rng::new(99);
+    let good = idx_images(3, 4, 5, &(0..60).map(|i| i as u8).collect::<Vec<_>>());
+    let path = dir.join("damaged");
+    for round in 0..600 {
+        let mut bytes = good.clone();
+        match round % 4 {
+            0 => bytes.truncate(rng.below(bytes.len() + 1)),
+            1 => {
+                for _ in 0..1 + rng.below(4) {
+                    let i = rng.below(bytes.len());
+                    bytes[i] ^= 1 << rng.below(8);
+                }
+            }
+            2 => bytes = (0..rng.below(64)).map(|_| rng.below(256) as u8).collect(),
+            _ => {
+                bytes = gzip(&bytes);
+                let i = rng.below(bytes.len());
+                bytes[i] = rng.below(256) as u8;
+                bytes.truncate(bytes.len() - rng.below(4));
+            }
+        }
+        fs::write(&path, &bytes).unwrap();
+        if let Ok(images) = read_images(&path) {
+            assert_eq!(
+                images.pixels.len(),
+                images.count * images.rows * images.cols
+            );
+        }
+        let _ = read_labels(&path, Some(10));
+    }
+}
