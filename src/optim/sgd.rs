@@ -2,8 +2,9 @@
 
 use ndarray::Zip;
 
-use super::Optimizer;
+use super::{Optimizer, OptimizerState, no_leftovers};
 use crate::Float;
+use crate::error::Result;
 use crate::layers::Param;
 
 /// Plain SGD (the book's `SGD`, ch. 6.1.2).
@@ -20,6 +21,10 @@ impl Default for Sgd {
 }
 
 impl<T: Float> Optimizer<T> for Sgd {
+    fn name(&self) -> &'static str {
+        "sgd"
+    }
+
     fn step(&mut self, params: Vec<(String, Param<'_, T>)>) {
         let lr = T::of(self.lr);
         for (_, mut p) in params {
@@ -33,11 +38,41 @@ impl<T: Float> Optimizer<T> for Sgd {
     fn learning_rate(&self) -> f64 {
         self.lr
     }
+
+    fn set_learning_rate(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+
+    fn state(&self) -> OptimizerState<T> {
+        OptimizerState::default() // plain SGD keeps nothing between steps
+    }
+
+    fn set_state(&mut self, state: OptimizerState<T>) -> Result<()> {
+        no_leftovers("sgd", &state)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::optim::testing::{assert_close, run};
+
+    #[test]
+    fn matches_pytorch() {
+        // torch.optim.SGD(p, lr=0.1), 5 steps: `sgd` of the script in optim/mod.rs.
+        let expected = [
+            0.83616,
+            0.34464000000000006,
+            1.32768,
+            0.67232,
+            1.16384,
+            0.50848,
+            0.2598822047975098,
+            -1.0350094844780935,
+            0.7209575992693783,
+        ];
+        assert_close(&run(&mut Sgd { lr: 0.1 }, 5), &expected);
+    }
     use ndarray::{Array1, arr1};
 
     #[test]
