@@ -12,14 +12,20 @@
 //! - backward without a forward before it is a bug and panics saying so.
 
 mod affine;
+mod batch_norm;
+mod dropout;
 mod relu;
 mod sigmoid;
 mod softmax_loss;
+mod tanh;
 
 pub use affine::Affine;
+pub use batch_norm::BatchNormalization;
+pub use dropout::Dropout;
 pub use relu::Relu;
 pub use sigmoid::Sigmoid;
 pub use softmax_loss::{SoftmaxWithLoss, Targets, softmax};
+pub use tanh::Tanh;
 
 use ndarray::{Array2, ArrayD, ArrayViewD, ArrayViewMutD};
 

@@ -1,0 +1,243 @@
+//! Batch normalization: normalize each feature (or channel) over the mini-batch.
+
+use ndarray::{Array1, Array3, ArrayD, Axis, IxDyn};
+
+use super::{Layer, Param};
+use crate::Float;
+
+/// Batch normalization (Ioffe and Szegedy, 2015; the book's `BatchNormalization`, ch. 6.3).
+///
+/// # Shapes
+/// `x: (N, D) -> (N, D)`, statistics per feature; `x: (N, C, H, W) -> same`, statistics per
+/// channel over N, H and W, as PyTorch's BatchNorm2d. (The book flattens a 4-D input to
+/// (N, C·H·W) and keeps one statistic per pixel; per channel is what convolutions want.)
+/// Below, x is seen as (N, C, S) with S = H·W (S = 1 for 2-D input) and M = N·S.
+///
+/// # Forward and gradient
+/// ```text
+/// training:  μ = mean(x),  xc = x - μ,  σ = √(mean(xc²) + eps),  xn = xc / σ
+///            y = γ·xn + β
+///            running_mean ← m·running_mean + (1 - m)·μ      (m = momentum, book: 0.9)
+///            running_var  ← m·running_var  + (1 - m)·mean(xc²)
+/// inference: y = γ·(x - running_mean) / √(running_var + eps) + β
+///
+/// dβ = Σ dy,  dγ = Σ xn·dy,  dxn = γ·dy
+/// dxc = dxn/σ - xc · (2/M) · ½ Σ(dxn·xc)/σ³
+/// dx  = dxc - Σ dxc / M
+/// ```
+/// (sums and means over N and S, per channel).
+#[derive(Clone, Debug)]
+pub struct BatchNormalization<T: Float = f32> {
+    pub gamma: Array1<T>,        // (C)
+    pub beta: Array1<T>,         // (C)
+    pub dgamma: Array1<T>,       // (C)
+    pub dbeta: Array1<T>,        // (C)
+    pub running_mean: Array1<T>, // (C)
+    pub running_var: Array1<T>,  // (C)
+    pub momentum: f64,
+    pub eps: f64,
+    cache: Option<Cache<T>>,
+}
+
+/// What training forward keeps for backward.
+#[derive(Clone, Debug)]
+struct Cache<T> {
+    shape: IxDyn,   // the input's shape
+    xc: Array3<T>,  // (N, C, S) x - μ
+    xn: Array3<T>,  // (N, C, S) normalized
+    std: Array1<T>, // (C) σ
+}
+
+impl<T: Float> BatchNormalization<T> {
+    /// γ = 1, β = 0, running mean 0 and variance 1, for `channels` features or channels; the
+    /// book's momentum 0.9 and eps 1e-7.
+    pub fn new(channels: usize) -> Self {
+        BatchNormalization {
+            gamma: Array1::ones(channels),
+            beta: Array1::zeros(channels),
+            dgamma: Array1::zeros(channels),
+            dbeta: Array1::zeros(channels),
+            running_mean: Array1::zeros(channels),
+            running_var: Array1::ones(channels),
+            momentum: 0.9,
+            eps: 1e-7,
+            cache: None,
+        }
+    }
+
+    /// x (N, C, ...) as (N, C, S).
+    #[track_caller]
+    fn as_ncs(&self, x: ArrayD<T>) -> Array3<T> {
+        let c = self.gamma.len();
+        assert!(
+            x.ndim() >= 2 && x.shape()[1] == c,
+            "BatchNormalization: input {:?} has no {c} channels in axis 1",
+            x.shape()
+        );
+        let (n, s) = (x.shape()[0], x.shape()[2..].iter().product());
+        let x = if x.is_standard_layout() {
+            x
+        } else {
+            x.as_standard_layout().into_owned()
+        };
+        x.into_shape_with_order((n, c, s))
+            .expect("standard layout reshapes")
+    }
+
+    /// (C) as (1, C, 1), to broadcast against (N, C, S).
+    fn per_channel(v: &Array1<T>) -> ndarray::ArrayView3<'_, T> {
+        v.view().insert_axis(Axis(0)).insert_axis(Axis(2))
+    }
+}
+
+/// Sum over N and S: (N, C, S) -> (C).
+fn sum_ns<T: Float>(a: &Array3<T>) -> Array1<T> {
+    a.sum_axis(Axis(2)).sum_axis(Axis(0))
+}
+
+impl<T: Float> Layer<T> for BatchNormalization<T> {
+    fn kind(&self) -> &'static str {
+        "BatchNorm"
+    }
+
+    fn forward(&mut self, x: ArrayD<T>) -> ArrayD<T> {
+        let shape = x.raw_dim();
+        let x = self.as_ncs(x);
+        let m = T::of((x.shape()[0] * x.shape()[2]) as f64);
+        let mu = sum_ns(&x) / m;
+        let xc = x - Self::per_channel(&mu);
+        let var = sum_ns(&xc.mapv(|v| v * v)) / m;
+        let std = var.mapv(|v| (v + T::of(self.eps)).sqrt());
+        let xn = &xc / &Self::per_channel(&std);
+        let y = &xn * &Self::per_channel(&self.gamma) + Self::per_channel(&self.beta);
+        // running statistics for inference
+        let mom = T::of(self.momentum);
+        self.running_mean = &self.running_mean * mom + &(mu * (T::one() - mom));
+        self.running_var = &self.running_var * mom + &(var * (T::one() - mom));
+        self.cache = Some(Cache {
+            shape: shape.clone(),
+            xc,
+            xn,
+            std,
+        });
+        y.into_shape_with_order(shape).expect("same element count")
+    }
+
+    fn predict(&self, x: ArrayD<T>) -> ArrayD<T> {
+        let shape = x.raw_dim();
+        let x = self.as_ncs(x);
+        let std = self.running_var.mapv(|v| (v + T::of(self.eps)).sqrt());
+        let xn = (x - Self::per_channel(&self.running_mean)) / Self::per_channel(&std);
+        let y = &xn * &Self::per_channel(&self.gamma) + Self::per_channel(&self.beta);
+        y.into_shape_with_order(shape).expect("same element count")
+    }
+
+    fn backward(&mut self, dout: &ArrayD<T>) -> ArrayD<T> {
+        let cache = self
+            .cache
+            .as_ref()
+            .expect("BatchNormalization::backward called without a forward before it");
+        assert_eq!(
+            dout.raw_dim(),
+            cache.shape,
+            "BatchNormalization::backward: dout shape"
+        );
+        let dy = self.as_ncs(dout.to_owned());
+        let m = T::of((dy.shape()[0] * dy.shape()[2]) as f64);
+        let std = Self::per_channel(&cache.std);
+        self.dbeta = sum_ns(&dy);
+        self.dgamma = sum_ns(&(&cache.xn * &dy));
+        let dxn = &dy * &Self::per_channel(&self.gamma);
+        // through xn = xc / σ, then σ = √(var + eps), var = mean(xc²)
+        let mut dxc = &dxn / &std;
+        let dstd = -sum_ns(&(&dxn * &cache.xc)) / cache.std.mapv(|s| s * s);
+        let dvar = dstd.mapv(|v| v * T::of(0.5)) / &cache.std;
+        dxc = dxc + &(&cache.xc * &Self::per_channel(&(dvar * (T::of(2.0) / m))));
+        // through xc = x - μ
+        let dmu = sum_ns(&dxc);
+        let dx = dxc - Self::per_channel(&(dmu / m));
+        dx.into_shape_with_order(cache.shape.clone())
+            .expect("same element count")
+    }
+
+    fn params(&mut self) -> Vec<Param<'_, T>> {
+        vec![
+            Param {
+                name: "gamma",
+                value: self.gamma.view_mut().into_dyn(),
+                grad: self.dgamma.view().into_dyn(),
+            },
+            Param {
+                name: "beta",
+                value: self.beta.view_mut().into_dyn(),
+                grad: self.dbeta.view().into_dyn(),
+            },
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Rng;
+    use crate::gradcheck::check_layer;
+    use ndarray::{Array, arr2};
+
+    #[test]
+    fn forward_by_hand() {
+        // One feature with values 1, 3: μ = 2, var = 1, xn = -1, 1 (eps aside).
+        let mut bn = BatchNormalization::<f64>::new(1);
+        bn.eps = 0.0;
+        bn.gamma[0] = 2.0;
+        bn.beta[0] = 0.5;
+        let y = bn.forward(arr2(&[[1.0], [3.0]]).into_dyn());
+        assert_eq!(y, arr2(&[[-1.5], [2.5]]).into_dyn());
+        // running stats moved a tenth of the way: mean 0 -> 0.2, var 1 -> 1.
+        assert!(
+            (bn.running_mean[0] - 0.2).abs() < 1e-15 && (bn.running_var[0] - 1.0).abs() < 1e-15
+        );
+        // inference uses the running statistics: (3 - 0.2)/1 · 2 + 0.5
+        assert!((bn.predict(arr2(&[[3.0]]).into_dyn())[[0, 0]] - 6.1).abs() < 1e-12);
+    }
+
+    #[test]
+    fn normalizes_each_channel_of_a_4d_input() {
+        let mut rng = Rng::new(15);
+        let mut bn = BatchNormalization::<f64>::new(3);
+        let x = Array::from_shape_fn((4, 3, 2, 5), |(_, c, _, _)| 10.0 * c as f64 + rng.normal())
+            .into_dyn();
+        let y = bn.forward(x);
+        for c in 0..3 {
+            let v = y.index_axis(Axis(1), c);
+            let mean = v.mean().unwrap();
+            let var = v.mapv(|a| (a - mean) * (a - mean)).mean().unwrap();
+            assert!(
+                mean.abs() < 1e-12 && (var - 1.0).abs() < 1e-5,
+                "channel {c}: {mean} {var}"
+            );
+        }
+    }
+
+    #[test]
+    fn gradient_check_2d() {
+        let mut rng = Rng::new(16);
+        let mut bn = BatchNormalization::<f64>::new(4);
+        bn.gamma = Array::from_shape_fn(4, |_| 1.0 + rng.normal() * 0.3);
+        bn.beta = Array::from_shape_fn(4, |_| rng.normal());
+        let x = Array::from_shape_fn((6, 4), |_| 2.0 * rng.normal()).into_dyn();
+        for row in check_layer(&mut bn, x, &mut rng) {
+            assert!(row.max_rel_err < 1e-7, "{row}");
+        }
+    }
+
+    #[test]
+    fn gradient_check_4d() {
+        let mut rng = Rng::new(17);
+        let mut bn = BatchNormalization::<f64>::new(2);
+        bn.gamma = Array::from_shape_fn(2, |_| 1.0 + rng.normal() * 0.3);
+        let x = Array::from_shape_fn((3, 2, 3, 2), |_| rng.normal()).into_dyn();
+        for row in check_layer(&mut bn, x, &mut rng) {
+            assert!(row.max_rel_err < 1e-7, "{row}");
+        }
+    }
+}
