@@ -33,6 +33,7 @@ pub mod data;
 pub mod error;
 mod float;
 pub mod gradcheck;
+pub mod init;
 pub mod layers;
 pub mod linalg;
 pub mod models;
@@ -43,6 +44,7 @@ pub mod train;
 
 pub use error::{Error, Result};
 pub use float::Float;
-pub use models::TwoLayerNet;
+pub use init::Init;
+pub use models::{Activation, MlpConfig, MultiLayerNet, TwoLayerNet};
 pub use network::{Network, correct_predictions};
 pub use rng::Rng;

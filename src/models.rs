@@ -2,8 +2,9 @@
 
 use ndarray::{Array1, Array2};
 
-use crate::layers::{Affine, Relu};
-use crate::{Float, Network, Rng};
+use crate::error::{Error, Result};
+use crate::layers::{Affine, BatchNormalization, Dropout, Relu, Sigmoid, Tanh};
+use crate::{Float, Init, Network, Rng};
 
 /// `weight_init_std · N(0, 1)` in a (rows, cols) matrix, filled row by row from `rng` (the
 /// book's `weight_init_std * np.random.randn(rows, cols)`).
@@ -40,6 +41,113 @@ impl TwoLayerNet {
             .push(Relu::new())
             .push(Affine::new(w2, Array1::zeros(output_size)));
         net
+    }
+}
+
+/// The activation after each hidden affine layer of a [`MultiLayerNet`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    Relu,
+    Sigmoid,
+    Tanh,
+}
+
+impl Activation {
+    /// `relu`, `sigmoid` or `tanh`.
+    pub fn parse(s: &str) -> Result<Activation> {
+        match s.to_ascii_lowercase().as_str() {
+            "relu" => Ok(Activation::Relu),
+            "sigmoid" => Ok(Activation::Sigmoid),
+            "tanh" => Ok(Activation::Tanh),
+            _ => Err(Error::Config(format!(
+                "--activation: {s:?} is not relu, sigmoid or tanh"
+            ))),
+        }
+    }
+
+    /// The initialisation that suits it: He for ReLU, Xavier for sigmoid and tanh.
+    pub fn default_init(&self) -> Init {
+        match self {
+            Activation::Relu => Init::He,
+            Activation::Sigmoid | Activation::Tanh => Init::Xavier,
+        }
+    }
+}
+
+/// A fully connected network of any depth: the book's `MultiLayerNet` and
+/// `MultiLayerNetExtend` (ch. 6).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MlpConfig {
+    pub input_size: usize,
+    /// Units of each hidden layer, in order (at least one).
+    pub hidden: Vec<usize>,
+    pub output_size: usize,
+    pub activation: Activation,
+    pub init: Init,
+    /// Batch normalization after each hidden affine layer.
+    pub batch_norm: bool,
+    /// Dropout ratio after each hidden activation (0: none).
+    pub dropout: f64,
+    /// L2 weight decay λ (0: none).
+    pub weight_decay: f64,
+}
+
+impl MlpConfig {
+    /// Rejects what cannot be built, naming the flag.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |msg: String| Err(Error::Config(msg));
+        if self.hidden.is_empty() {
+            return bad("--hidden: at least one hidden layer is needed".into());
+        }
+        if let Some(i) = self.hidden.iter().position(|&h| h == 0) {
+            return bad(format!("--hidden: layer {} has 0 units", i + 1));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return bad(format!("--dropout: {} is not in [0, 1)", self.dropout));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return bad(format!(
+                "--weight-decay: {} is not a non-negative number",
+                self.weight_decay
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Builds [`MlpConfig`] networks.
+pub struct MultiLayerNet;
+
+impl MultiLayerNet {
+    /// For each hidden layer: `Affine -> [BatchNorm] -> activation -> [Dropout]`; then
+    /// `Affine -> SoftmaxWithLoss`. Weights from `config.init` with each layer's fan-in, drawn
+    /// from `rng` layer by layer; biases zero; dropout generators seeded from `rng`.
+    // The book's `MultiLayerNetExtend(...)`; what it builds is a general Network.
+    #[allow(clippy::new_ret_no_self)]
+    pub fn new<T: Float>(config: &MlpConfig, rng: &mut Rng) -> Result<Network<T>> {
+        config.validate()?;
+        let mut net = Network::new();
+        net.set_weight_decay(config.weight_decay);
+        let mut fan_in = config.input_size;
+        for &units in &config.hidden {
+            let w = gaussian(fan_in, units, config.init.std(fan_in), rng);
+            net.push(Affine::new(w, Array1::zeros(units)));
+            if config.batch_norm {
+                net.push(BatchNormalization::new(units));
+            }
+            match config.activation {
+                Activation::Relu => net.push(Relu::new()),
+                Activation::Sigmoid => net.push(Sigmoid::new()),
+                Activation::Tanh => net.push(Tanh::new()),
+            };
+            if config.dropout > 0.0 {
+                net.push(Dropout::new(config.dropout, rng.next_u64()));
+            }
+            fan_in = units;
+        }
+        let w = gaussian(fan_in, config.output_size, config.init.std(fan_in), rng);
+        net.push(Affine::new(w, Array1::zeros(config.output_size)));
+        Ok(net)
     }
 }
 
@@ -83,5 +191,132 @@ mod tests {
         for row in net.gradient_check(&x, Targets::Labels(&labels), 1e-5) {
             assert!(row.max_rel_err < 1e-7, "{row}");
         }
+    }
+
+    fn mlp(batch_norm: bool, dropout: f64, weight_decay: f64) -> MlpConfig {
+        MlpConfig {
+            input_size: 9,
+            hidden: vec![7, 6, 5],
+            output_size: 4,
+            activation: Activation::Tanh,
+            init: Init::Xavier,
+            batch_norm,
+            dropout,
+            weight_decay,
+        }
+    }
+
+    #[test]
+    fn multi_layer_net_layers_and_names() {
+        let mut net = MultiLayerNet::new::<f64>(&mlp(true, 0.2, 0.0), &mut Rng::new(0)).unwrap();
+        assert_eq!(
+            net.layer_names(),
+            [
+                "Affine1",
+                "BatchNorm1",
+                "Tanh1",
+                "Dropout1",
+                "Affine2",
+                "BatchNorm2",
+                "Tanh2",
+                "Dropout2",
+                "Affine3",
+                "BatchNorm3",
+                "Tanh3",
+                "Dropout3",
+                "Affine4"
+            ]
+        );
+        let names: Vec<String> = net.params().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names[..4], ["W1", "b1", "gamma1", "beta1"]);
+        assert_eq!(names.last().unwrap(), "b4");
+    }
+
+    #[test]
+    fn deep_net_with_batch_norm_dropout_and_weight_decay_checks() {
+        let mut rng = Rng::new(5);
+        let mut net = MultiLayerNet::new::<f64>(&mlp(true, 0.3, 0.1), &mut rng).unwrap();
+        let x = Array::from_shape_fn((6, 9), |_| rng.normal()).into_dyn();
+        let labels = [0, 1, 2, 3, 1, 2];
+        // One forward draws the dropout masks; then they are held so the loss is a fixed
+        // function of the parameters.
+        net.loss(x.clone(), Targets::Labels(&labels));
+        net.hold_dropout_masks(true);
+        for row in net.gradient_check(&x, Targets::Labels(&labels), 1e-5) {
+            assert!(row.max_rel_err < 1e-6, "{row}");
+        }
+    }
+
+    #[test]
+    fn weight_decay_term_and_gradient() {
+        // With everything else fixed, the decay adds ½λΣ‖W‖² to the loss and λW to dW only.
+        let cfg = mlp(false, 0.0, 0.0);
+        let mut plain = MultiLayerNet::new::<f64>(&cfg, &mut Rng::new(2)).unwrap();
+        let mut decayed = MultiLayerNet::new::<f64>(
+            &MlpConfig {
+                weight_decay: 0.5,
+                ..cfg
+            },
+            &mut Rng::new(2),
+        )
+        .unwrap();
+        let x = Array::from_shape_fn((3, 9), |(i, j)| (i * 9 + j) as f64 / 27.0);
+        let t = Targets::Labels(&[1, 0, 3]);
+        let (l0, l1) = (plain.backprop(x.clone(), t), decayed.backprop(x.clone(), t));
+        let sum_w2: f64 = plain
+            .params()
+            .iter()
+            .filter(|(n, _)| n.starts_with('W'))
+            .map(|(_, p)| p.value.mapv(|w| w * w).sum())
+            .sum();
+        assert!((l1 - l0 - 0.25 * sum_w2).abs() < 1e-12);
+        for ((name, p0), (_, p1)) in plain.params().iter().zip(decayed.params().iter()) {
+            let expected = if name.starts_with('W') {
+                &p0.grad + &(&p0.value * 0.5)
+            } else {
+                p0.grad.to_owned()
+            };
+            assert!(
+                (&p1.grad - &expected).iter().all(|d| d.abs() < 1e-12),
+                "{name}"
+            );
+        }
+        for row in decayed.gradient_check(&x.into_dyn(), t, 1e-5) {
+            assert!(row.max_rel_err < 1e-7, "{row}");
+        }
+    }
+
+    #[test]
+    fn bad_configs_name_their_flag() {
+        for (cfg, flag) in [
+            (
+                MlpConfig {
+                    hidden: vec![],
+                    ..mlp(false, 0.0, 0.0)
+                },
+                "--hidden",
+            ),
+            (
+                MlpConfig {
+                    hidden: vec![5, 0],
+                    ..mlp(false, 0.0, 0.0)
+                },
+                "--hidden",
+            ),
+            (mlp(false, 1.0, 0.0), "--dropout"),
+            (mlp(false, -0.1, 0.0), "--dropout"),
+            (mlp(false, 0.0, -1e-4), "--weight-decay"),
+        ] {
+            let e = MultiLayerNet::new::<f32>(&cfg, &mut Rng::new(0))
+                .err()
+                .expect("refused");
+            assert!(e.to_string().contains(flag), "{e}");
+        }
+        assert!(
+            Activation::parse("gelu")
+                .unwrap_err()
+                .to_string()
+                .contains("--activation")
+        );
     }
 }

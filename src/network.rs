@@ -24,6 +24,7 @@ pub struct Network<T: Float = f32> {
     layers: Vec<Named<T>>,
     last_layer: SoftmaxWithLoss<T>,
     weight_layers: usize,
+    weight_decay: f64,
 }
 
 impl<T: Float> Default for Network<T> {
@@ -39,7 +40,36 @@ impl<T: Float> Network<T> {
             layers: Vec::new(),
             last_layer: SoftmaxWithLoss::new(),
             weight_layers: 0,
+            weight_decay: 0.0,
         }
+    }
+
+    /// L2 weight decay as the book adds it (ch. 6.4.1): `½·λ·Σ‖W‖²` over the weights (not the
+    /// biases, nor batch norm's γ and β) is added to the loss, and `λ·W` to each weight's
+    /// gradient.
+    pub fn set_weight_decay(&mut self, lambda: f64) -> &mut Self {
+        self.weight_decay = lambda;
+        self
+    }
+
+    /// λ of the L2 weight decay (0 when off).
+    pub fn weight_decay(&self) -> f64 {
+        self.weight_decay
+    }
+
+    /// ½·λ·Σ‖W‖² over the weights.
+    fn decay_loss(&mut self) -> T {
+        if self.weight_decay == 0.0 {
+            return T::zero();
+        }
+        let half_lambda = T::of(0.5 * self.weight_decay);
+        let sum: T = self
+            .params()
+            .iter()
+            .filter(|(_, p)| p.name == "W")
+            .map(|(_, p)| p.value.iter().map(|&w| w * w).sum::<T>())
+            .sum();
+        half_lambda * sum
     }
 
     /// Appends a layer, named after its kind and position (`Affine1`, `Relu1`, `Affine2`).
@@ -89,10 +119,18 @@ impl<T: Float> Network<T> {
         }
     }
 
-    /// The loss of the training forward pass: the function [`Network::backprop`] differentiates.
+    /// The loss of the training forward pass (dropout drawing, batch norm on the batch's
+    /// statistics), weight decay included: the function [`Network::backprop`] differentiates.
     pub fn loss(&mut self, x: impl Into<Input<T>>, t: Targets<'_, T>) -> T {
         let scores = self.forward(x);
-        self.last_layer.forward(&scores, t)
+        self.last_layer.forward(&scores, t) + self.decay_loss()
+    }
+
+    /// The loss in inference mode (no dropout, batch norm on its running statistics), weight
+    /// decay included: for validation and test sets.
+    pub fn eval_loss(&mut self, x: impl Into<Input<T>>, t: Targets<'_, T>) -> T {
+        let scores = self.predict(x);
+        SoftmaxWithLoss::new().forward(&scores, t) + self.decay_loss()
     }
 
     /// Fraction of samples whose highest score is the label.
@@ -116,6 +154,12 @@ impl<T: Float> Network<T> {
             dout = l.layer.backward(&dout);
         }
         first.layer.backward_params(&dout);
+        if self.weight_decay != 0.0 {
+            let lambda = T::of(self.weight_decay);
+            for (_, mut p) in self.params().into_iter().filter(|(_, p)| p.name == "W") {
+                p.grad.zip_mut_with(&p.value, |g, &w| *g = *g + lambda * w); // ∂(½λ‖W‖²)/∂W
+            }
+        }
         loss
     }
 
@@ -181,6 +225,11 @@ impl<T: Float> Network<T> {
                     .map(move |p| (format!("{}{number}", p.name), p))
             })
             .collect()
+    }
+
+    /// While `hold` is true, dropout layers reuse their last masks (for gradient checks).
+    pub fn hold_dropout_masks(&mut self, hold: bool) {
+        self.layers.iter_mut().for_each(|l| l.layer.hold_mask(hold));
     }
 
     /// Total number of learnable scalars.

@@ -171,12 +171,12 @@ impl<T: Float> Layer<T> for Affine<T> {
             Param {
                 name: "W",
                 value: self.w.view_mut().into_dyn(),
-                grad: self.dw.view().into_dyn(),
+                grad: self.dw.view_mut().into_dyn(),
             },
             Param {
                 name: "b",
                 value: self.b.view_mut().into_dyn(),
-                grad: self.db.view().into_dyn(),
+                grad: self.db.view_mut().into_dyn(),
             },
         ]
     }

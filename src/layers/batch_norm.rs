@@ -165,12 +165,12 @@ impl<T: Float> Layer<T> for BatchNormalization<T> {
             Param {
                 name: "gamma",
                 value: self.gamma.view_mut().into_dyn(),
-                grad: self.dgamma.view().into_dyn(),
+                grad: self.dgamma.view_mut().into_dyn(),
             },
             Param {
                 name: "beta",
                 value: self.beta.view_mut().into_dyn(),
-                grad: self.dbeta.view().into_dyn(),
+                grad: self.dbeta.view_mut().into_dyn(),
             },
         ]
     }

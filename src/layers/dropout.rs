@@ -49,12 +49,6 @@ impl<T: Float> Dropout<T> {
         self.ratio
     }
 
-    /// With `true`, forward reuses the last mask instead of drawing a new one (for gradient
-    /// checks: the loss is then a fixed function of x).
-    pub fn hold_mask(&mut self, hold: bool) {
-        self.hold = hold;
-    }
-
     /// The generator's state, for checkpoints.
     pub fn rng(&self) -> &Rng {
         &self.rng
@@ -91,6 +85,10 @@ impl<T: Float> Layer<T> for Dropout<T> {
 
     fn predict(&self, x: ArrayD<T>) -> ArrayD<T> {
         x
+    }
+
+    fn hold_mask(&mut self, hold: bool) {
+        self.hold = hold;
     }
 
     fn backward(&mut self, dout: &ArrayD<T>) -> ArrayD<T> {

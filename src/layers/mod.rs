@@ -27,7 +27,7 @@ pub use sigmoid::Sigmoid;
 pub use softmax_loss::{SoftmaxWithLoss, Targets, softmax};
 pub use tanh::Tanh;
 
-use ndarray::{Array2, ArrayD, ArrayViewD, ArrayViewMutD};
+use ndarray::{Array2, ArrayD, ArrayViewMutD};
 
 use crate::Float;
 use crate::linalg::sparse::SparseRows;
@@ -90,8 +90,9 @@ pub struct Param<'a, T> {
     pub name: &'static str,
     /// The parameter itself, writable so that an optimizer can update it.
     pub value: ArrayViewMutD<'a, T>,
-    /// ∂L/∂value from the last backward.
-    pub grad: ArrayViewD<'a, T>,
+    /// ∂L/∂value from the last backward; writable so that the network can add weight decay's
+    /// term and training can clip it.
+    pub grad: ArrayViewMutD<'a, T>,
 }
 
 /// A layer of the network: forward and backward side by side.
@@ -124,6 +125,11 @@ pub trait Layer<T: Float>: Send + Sync {
     fn backward_params(&mut self, dout: &ArrayD<T>) {
         self.backward(dout);
     }
+
+    /// Layers that draw random numbers in forward (Dropout) reuse their last draw while `hold`
+    /// is true, so that the loss is a fixed function of x and the parameters (for gradient
+    /// checks). Other layers ignore it.
+    fn hold_mask(&mut self, _hold: bool) {}
 
     /// The learnable parameters with their gradients, in a fixed order.
     fn params(&mut self) -> Vec<Param<'_, T>> {

@@ -54,7 +54,7 @@ impl<T: Float> Optimizer<T> for AdaGrad<T> {
     fn step(&mut self, params: Vec<(String, Param<'_, T>)>) {
         let (lr, eps) = (T::of(self.config.lr), T::of(self.config.eps));
         for (name, mut p) in params {
-            let h = self.h.get(&name, &p.grad);
+            let h = self.h.get(&name, p.grad.shape());
             Zip::from(&mut p.value)
                 .and(h)
                 .and(&p.grad)

@@ -68,8 +68,8 @@ impl<T: Float> Optimizer<T> for Adam<T> {
         let step_size = T::of(c.lr / (1.0 - c.beta1.powi(t)));
         let sqrt_bc2 = T::of((1.0 - c.beta2.powi(t)).sqrt());
         for (name, mut p) in params {
-            let m = self.m.get(&name, &p.grad);
-            let v = self.v.get(&name, &p.grad);
+            let m = self.m.get(&name, p.grad.shape());
+            let v = self.v.get(&name, p.grad.shape());
             Zip::from(&mut p.value)
                 .and(m)
                 .and(v)

@@ -23,7 +23,7 @@ pub use sgd::Sgd;
 
 use std::collections::BTreeMap;
 
-use ndarray::{ArrayD, ArrayViewD};
+use ndarray::ArrayD;
 
 use crate::Float;
 use crate::error::{Error, Result};
@@ -65,15 +65,15 @@ pub struct Slots<T> {
 }
 
 impl<T: Float> Slots<T> {
-    /// The buffer of parameter `name`, created as zeros shaped like `like` when missing.
-    pub fn get(&mut self, name: &str, like: &ArrayViewD<'_, T>) -> &mut ArrayD<T> {
+    /// The buffer of parameter `name`, created as zeros of `shape` when missing.
+    pub fn get(&mut self, name: &str, shape: &[usize]) -> &mut ArrayD<T> {
         let slot = self
             .by_param
             .entry(name.to_string())
-            .or_insert_with(|| ArrayD::zeros(like.raw_dim()));
+            .or_insert_with(|| ArrayD::zeros(shape));
         assert_eq!(
             slot.shape(),
-            like.shape(),
+            shape,
             "optimizer buffer of {name} changed shape"
         );
         slot
@@ -218,15 +218,15 @@ pub(crate) mod testing {
             ArrayD::from_shape_vec(IxDyn(&[2, 3]), vec![0.5, -1.0, 2.0, 0.0, 1.5, -0.5]).unwrap();
         let mut b = ArrayD::from_shape_vec(IxDyn(&[3]), vec![0.3, -0.7, 1.2]).unwrap();
         for _ in 0..steps {
-            let dw = w.mapv(|v| 2.0 * (v - 1.0));
-            let db = b.mapv(|v| v * v);
+            let mut dw = w.mapv(|v| 2.0 * (v - 1.0));
+            let mut db = b.mapv(|v| v * v);
             let params = vec![
                 (
                     "W1".to_string(),
                     Param {
                         name: "W",
                         value: w.view_mut(),
-                        grad: dw.view(),
+                        grad: dw.view_mut(),
                     },
                 ),
                 (
@@ -234,7 +234,7 @@ pub(crate) mod testing {
                     Param {
                         name: "b",
                         value: b.view_mut(),
-                        grad: db.view(),
+                        grad: db.view_mut(),
                     },
                 ),
             ];

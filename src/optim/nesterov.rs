@@ -57,7 +57,7 @@ impl<T: Float> Optimizer<T> for Nesterov<T> {
     fn step(&mut self, params: Vec<(String, Param<'_, T>)>) {
         let (lr, mu) = (T::of(self.config.lr), T::of(self.config.momentum));
         for (name, mut p) in params {
-            let v = self.velocity.get(&name, &p.grad);
+            let v = self.velocity.get(&name, p.grad.shape());
             Zip::from(&mut p.value)
                 .and(v)
                 .and(&p.grad)

@@ -58,7 +58,7 @@ impl<T: Float> Optimizer<T> for RmsProp<T> {
         let c = &self.config;
         let (lr, rho, eps) = (T::of(c.lr), T::of(c.decay), T::of(c.eps));
         for (name, mut p) in params {
-            let h = self.h.get(&name, &p.grad);
+            let h = self.h.get(&name, p.grad.shape());
             Zip::from(&mut p.value)
                 .and(h)
                 .and(&p.grad)

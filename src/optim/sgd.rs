@@ -78,11 +78,11 @@ mod tests {
     #[test]
     fn one_step_by_hand() {
         let mut w = arr1(&[1.0f64, -2.0]);
-        let g: Array1<f64> = arr1(&[0.5, -1.0]);
+        let mut g: Array1<f64> = arr1(&[0.5, -1.0]);
         let p = Param {
             name: "W",
             value: w.view_mut().into_dyn(),
-            grad: g.view().into_dyn(),
+            grad: g.view_mut().into_dyn(),
         };
         Sgd { lr: 0.1 }.step(vec![("W1".to_string(), p)]);
         assert_eq!(w, arr1(&[0.95, -1.9]));
