@@ -29,6 +29,7 @@
 //! assert!(loss > 0.0 && report.iter().all(|r| r.max_rel_err < 1e-6));
 //! ```
 
+pub mod compare;
 pub mod data;
 pub mod error;
 mod float;

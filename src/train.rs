@@ -1,29 +1,128 @@
-//! Mini-batch training as in the book's ch05 `train_neuralnet.py`: draw a random mini-batch,
-//! backprop, update, and once per epoch measure train and test accuracy.
+//! Mini-batch training: the book's ch05 `train_neuralnet.py` (random draws, SGD) by default,
+//! and what chapter 6 and today's frameworks add: any optimizer, shuffled epochs, a validation
+//! split, learning-rate schedules and gradient clipping. Train, validation and test accuracy
+//! are measured at the end of every epoch.
 
+use std::borrow::Cow;
 use std::time::Instant;
 
 use crate::data::{Dataset, Mnist};
 use crate::error::{Error, Result};
 use crate::layers::Targets;
 use crate::network::correct_predictions;
-use crate::optim::{Optimizer, Sgd};
-use crate::{Network, Rng, TwoLayerNet};
+use crate::optim::{self, Optimizer};
+use crate::{Activation, Init, MlpConfig, MultiLayerNet, Network, Rng};
+
+/// Which network to build.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Model {
+    /// The book's TwoLayerNet: one hidden ReLU layer.
+    TwoLayer,
+    /// The book's MultiLayerNet(Extend): any hidden layers, activation, batch norm, dropout.
+    Mlp,
+}
+
+/// How mini-batches are drawn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sampling {
+    /// Uniformly at random with replacement, as the book's `np.random.choice`; an epoch is
+    /// `max(n / batch, 1)` draws.
+    Random,
+    /// A new permutation each epoch, cut into batches: every sample once per epoch (the last
+    /// batch may be smaller).
+    Shuffle,
+}
+
+/// How long to train.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Length {
+    Iterations(usize),
+    Epochs(usize),
+}
+
+/// Learning rate over the run, from the base rate `lr`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Schedule {
+    Constant,
+    /// `lr · gamma^(epoch / every)`: multiplied by `gamma` every `every` epochs.
+    Step {
+        every: usize,
+        gamma: f64,
+    },
+    /// `lr · ½(1 + cos(π t / T))` over the T updates of the run.
+    Cosine,
+}
+
+impl Schedule {
+    /// `constant`, `cosine` or `step:EVERY:GAMMA` (e.g. `step:5:0.1`).
+    pub fn parse(s: &str) -> Result<Schedule> {
+        let bad = || {
+            Error::Config(format!(
+                "--lr-schedule: {s:?} is not constant, cosine or step:EVERY:GAMMA"
+            ))
+        };
+        match s.to_ascii_lowercase().as_str() {
+            "constant" | "none" => Ok(Schedule::Constant),
+            "cosine" => Ok(Schedule::Cosine),
+            other => {
+                let parts: Vec<&str> = other.split(':').collect();
+                match parts.as_slice() {
+                    ["step", every, gamma] => {
+                        let every: usize = every.parse().map_err(|_| bad())?;
+                        let gamma: f64 = gamma.parse().map_err(|_| bad())?;
+                        if every == 0 || !(gamma.is_finite() && gamma > 0.0) {
+                            return Err(bad());
+                        }
+                        Ok(Schedule::Step { every, gamma })
+                    }
+                    _ => Err(bad()),
+                }
+            }
+        }
+    }
+
+    /// The rate for update `t` (0-based) of `total`, in epoch `epoch` (0-based).
+    pub fn lr(&self, lr: f64, t: usize, total: usize, epoch: usize) -> f64 {
+        match *self {
+            Schedule::Constant => lr,
+            Schedule::Step { every, gamma } => lr * gamma.powi((epoch / every) as i32),
+            Schedule::Cosine => {
+                lr * 0.5 * (1.0 + (std::f64::consts::PI * t as f64 / total.max(1) as f64).cos())
+            }
+        }
+    }
+}
 
 /// Settings of a training run; [`TrainConfig::default`] is the book's ch05 run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrainConfig {
-    /// Hidden units of the two-layer network (book: 50).
-    pub hidden: usize,
-    /// Mini-batch updates (book: 10000).
-    pub iters: usize,
-    /// Samples per mini-batch, drawn at random with replacement (book: 100).
-    pub batch_size: usize,
-    /// SGD learning rate (book: 0.1).
+    pub model: Model,
+    /// Units of each hidden layer (book: [50]).
+    pub hidden: Vec<usize>,
+    pub activation: Activation,
+    /// Weight initialisation; None: the book's std 0.01 for the two-layer net, else He for
+    /// ReLU and Xavier for sigmoid and tanh.
+    pub init: Option<Init>,
+    pub batch_norm: bool,
+    /// Dropout ratio after each hidden activation (0: none).
+    pub dropout: f64,
+    /// L2 weight decay λ (0: none).
+    pub weight_decay: f64,
+    /// `sgd`, `momentum`, `nesterov`, `adagrad`, `rmsprop`, `adam`, `adamw` (book: sgd).
+    pub optimizer: String,
+    /// Base learning rate (book: 0.1).
     pub lr: f64,
-    /// Standard deviation of the initial weights (book: 0.01).
-    pub weight_init_std: f64,
-    /// Seed of the one generator behind initialisation and batch sampling.
+    pub schedule: Schedule,
+    /// Rescale the gradients when their global L2 norm exceeds this.
+    pub clip_grad_norm: Option<f64>,
+    /// Book: 10000 iterations.
+    pub length: Length,
+    /// Samples per mini-batch (book: 100).
+    pub batch_size: usize,
+    pub sampling: Sampling,
+    /// Fraction of the training set held out for validation (0: none).
+    pub validation: f64,
+    /// Seed of the one generator behind initialisation, the split, batches and dropout.
     pub seed: u64,
     /// Threads for evaluating accuracy (the training step itself runs on one).
     pub threads: usize,
@@ -32,11 +131,21 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
-            hidden: 50,
-            iters: 10_000,
-            batch_size: 100,
+            model: Model::TwoLayer,
+            hidden: vec![50],
+            activation: Activation::Relu,
+            init: None,
+            batch_norm: false,
+            dropout: 0.0,
+            weight_decay: 0.0,
+            optimizer: "sgd".into(),
             lr: 0.1,
-            weight_init_std: 0.01,
+            schedule: Schedule::Constant,
+            clip_grad_norm: None,
+            length: Length::Iterations(10_000),
+            batch_size: 100,
+            sampling: Sampling::Random,
+            validation: 0.0,
             seed: 0,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
@@ -46,26 +155,59 @@ impl Default for TrainConfig {
 impl TrainConfig {
     /// Rejects settings that cannot train, naming the flag.
     pub fn validate(&self) -> Result<()> {
-        let bad = |msg: &str| Err(Error::Config(msg.to_string()));
-        if self.hidden == 0 {
-            return bad("--hidden must be at least 1");
+        let bad = |msg: String| Err(Error::Config(msg));
+        if self.hidden.contains(&0) {
+            return bad("--hidden must be at least 1".into());
         }
-        if self.iters == 0 {
-            return bad("--iters must be at least 1");
+        if self.model == Model::TwoLayer
+            && (self.hidden.len() != 1 || self.batch_norm || self.dropout > 0.0)
+        {
+            return bad("--model two-layer has one hidden layer and no batch norm or dropout: use --model mlp".into());
+        }
+        if matches!(self.length, Length::Iterations(0)) {
+            return bad("--iters must be at least 1".into());
+        }
+        if matches!(self.length, Length::Epochs(0)) {
+            return bad("--epochs must be at least 1".into());
         }
         if self.batch_size == 0 {
-            return bad("--batch-size must be at least 1");
+            return bad("--batch-size must be at least 1".into());
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
-            return bad("--lr must be a positive number");
+            return bad("--lr must be a positive number".into());
         }
-        if !(self.weight_init_std.is_finite() && self.weight_init_std >= 0.0) {
-            return bad("--init-std must be a non-negative number");
+        if self
+            .clip_grad_norm
+            .is_some_and(|c| !(c.is_finite() && c > 0.0))
+        {
+            return bad("--clip-grad-norm must be a positive number".into());
+        }
+        if !(0.0..1.0).contains(&self.validation) {
+            return bad("--validation must be in [0, 1)".into());
         }
         if self.threads == 0 {
-            return bad("--threads must be at least 1");
+            return bad("--threads must be at least 1".into());
         }
-        Ok(())
+        optim::by_name::<f32>(&self.optimizer, self.lr)?;
+        self.mlp(1, 1).validate()
+    }
+
+    /// The network's description for `input` inputs and `classes` outputs.
+    pub fn mlp(&self, input: usize, classes: usize) -> MlpConfig {
+        let init = self.init.unwrap_or(match self.model {
+            Model::TwoLayer => Init::Std(0.01),
+            Model::Mlp => self.activation.default_init(),
+        });
+        MlpConfig {
+            input_size: input,
+            hidden: self.hidden.clone(),
+            output_size: classes,
+            activation: self.activation,
+            init,
+            batch_norm: self.batch_norm,
+            dropout: self.dropout,
+            weight_decay: self.weight_decay,
+        }
     }
 }
 
@@ -79,9 +221,15 @@ pub struct EpochReport {
     /// Mean mini-batch loss over this epoch's updates.
     pub loss: f64,
     pub train_accuracy: f64,
+    /// On the held-out part of the training set, when there is one.
+    pub validation_accuracy: Option<f64>,
     pub test_accuracy: f64,
+    /// Learning rate of the epoch's last update.
+    pub lr: f64,
     /// Seconds since training started.
     pub elapsed_s: f64,
+    /// Seconds this epoch took, its evaluation included.
+    pub epoch_s: f64,
 }
 
 /// The end of a run.
@@ -91,6 +239,7 @@ pub struct Summary {
     pub elapsed_s: f64,
     pub iterations: usize,
     pub train_accuracy: f64,
+    pub validation_accuracy: Option<f64>,
     pub test_accuracy: f64,
     /// Loss of the last mini-batch.
     pub final_loss: f64,
@@ -103,8 +252,8 @@ pub struct Trained {
     pub summary: Summary,
 }
 
-/// Trains the book's TwoLayerNet on `data`, calling `on_epoch` after every epoch of
-/// `max(train size / batch size, 1)` updates. Input size and class count come from the data.
+/// Trains on `data` as `cfg` says, calling `on_epoch` after every epoch. Input size and class
+/// count come from the data.
 pub fn train(
     cfg: &TrainConfig,
     data: &Mnist,
@@ -116,27 +265,47 @@ pub fn train(
     }
     let start = Instant::now();
     let mut rng = Rng::new(cfg.seed);
-    let mut net = TwoLayerNet::new::<f32>(
-        data.train.input_size(),
-        cfg.hidden,
-        data.classes,
-        cfg.weight_init_std,
-        &mut rng,
-    );
-    let mut optimizer = Sgd { lr: cfg.lr };
-    let iters_per_epoch = (data.train.len() / cfg.batch_size).max(1);
+    let mut net =
+        MultiLayerNet::new::<f32>(&cfg.mlp(data.train.input_size(), data.classes), &mut rng)?;
+    let mut optimizer = optim::by_name::<f32>(&cfg.optimizer, cfg.lr)?;
+    let (train_set, validation) = split(&data.train, cfg.validation, &mut rng)?;
+    let n = train_set.len();
+    let iters_per_epoch = match cfg.sampling {
+        Sampling::Random => (n / cfg.batch_size).max(1),
+        Sampling::Shuffle => n.div_ceil(cfg.batch_size),
+    };
+    let total = match cfg.length {
+        Length::Iterations(k) => k,
+        Length::Epochs(e) => e * iters_per_epoch,
+    };
 
-    let mut indices = vec![0; cfg.batch_size];
-    let mut epoch_loss = 0.0;
-    let mut last_loss = f64::NAN;
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut indices = Vec::with_capacity(cfg.batch_size);
+    let (mut epoch_loss, mut epoch_iters, mut last_loss) = (0.0, 0, f64::NAN);
+    let mut epoch_start = Instant::now();
     let mut epochs = Vec::new();
-    for i in 0..cfg.iters {
+    for i in 0..total {
+        let (epoch, within) = (i / iters_per_epoch, i % iters_per_epoch);
+        // the batch: random draws (np.random.choice) or the next slice of this epoch's shuffle
+        indices.clear();
+        match cfg.sampling {
+            Sampling::Random => indices.extend((0..cfg.batch_size).map(|_| rng.below(n))),
+            Sampling::Shuffle => {
+                if within == 0 {
+                    shuffle(&mut order, &mut rng);
+                }
+                let s = within * cfg.batch_size;
+                indices.extend_from_slice(&order[s..(s + cfg.batch_size).min(n)]);
+            }
+        }
+        let lr = cfg.schedule.lr(cfg.lr, i, total, epoch);
+        optimizer.set_learning_rate(lr);
         let loss = step(
             &mut net,
-            &mut optimizer,
-            &data.train,
-            &mut indices,
-            &mut rng,
+            optimizer.as_mut(),
+            &train_set,
+            &indices,
+            cfg.clip_grad_norm,
         );
         if !loss.is_finite() {
             return Err(Error::Diverged {
@@ -144,35 +313,41 @@ pub fn train(
                 loss,
             });
         }
-        epoch_loss += loss;
-        last_loss = loss;
+        (epoch_loss, epoch_iters, last_loss) = (epoch_loss + loss, epoch_iters + 1, loss);
 
-        if (i + 1) % iters_per_epoch == 0 {
+        if within + 1 == iters_per_epoch {
             let report = EpochReport {
-                epoch: (i + 1) / iters_per_epoch,
+                epoch: epoch + 1,
                 iteration: i + 1,
-                loss: epoch_loss / iters_per_epoch as f64,
-                train_accuracy: accuracy(&net, &data.train, cfg.threads),
+                loss: epoch_loss / epoch_iters as f64,
+                train_accuracy: accuracy(&net, &train_set, cfg.threads),
+                validation_accuracy: validation.as_ref().map(|v| accuracy(&net, v, cfg.threads)),
                 test_accuracy: accuracy(&net, &data.test, cfg.threads),
+                lr,
                 elapsed_s: start.elapsed().as_secs_f64(),
+                epoch_s: epoch_start.elapsed().as_secs_f64(),
             };
-            epoch_loss = 0.0;
+            (epoch_loss, epoch_iters, epoch_start) = (0.0, 0, Instant::now());
             on_epoch(&report);
             epochs.push(report);
         }
     }
     // The final figures after the last update (the last epoch report may be older).
-    let (train_accuracy, test_accuracy) = match epochs.last() {
-        Some(r) if r.iteration == cfg.iters => (r.train_accuracy, r.test_accuracy),
+    let (train_accuracy, validation_accuracy, test_accuracy) = match epochs.last() {
+        Some(r) if r.iteration == total => {
+            (r.train_accuracy, r.validation_accuracy, r.test_accuracy)
+        }
         _ => (
-            accuracy(&net, &data.train, cfg.threads),
+            accuracy(&net, &train_set, cfg.threads),
+            validation.as_ref().map(|v| accuracy(&net, v, cfg.threads)),
             accuracy(&net, &data.test, cfg.threads),
         ),
     };
     let summary = Summary {
         elapsed_s: start.elapsed().as_secs_f64(),
-        iterations: cfg.iters,
+        iterations: total,
         train_accuracy,
+        validation_accuracy,
         test_accuracy,
         final_loss: last_loss,
     };
@@ -183,24 +358,74 @@ pub fn train(
     })
 }
 
-/// One update: draw `indices.len()` samples at random (with replacement, as the book's
-/// `np.random.choice(train_size, batch_size)`), backprop, let the optimizer step.
-/// Returns the mini-batch loss (NaN or infinite when training diverges; nothing is updated
-/// then).
+/// One update on the samples at `indices`: backprop, clip the gradients' global norm to
+/// `clip` if given, let the optimizer step. Returns the mini-batch loss (NaN or infinite when
+/// training diverges; nothing is updated then).
 pub fn step(
     net: &mut Network<f32>,
-    optimizer: &mut impl Optimizer<f32>,
+    optimizer: &mut dyn Optimizer<f32>,
     data: &Dataset,
-    indices: &mut [usize],
-    rng: &mut Rng,
+    indices: &[usize],
+    clip: Option<f64>,
 ) -> f64 {
-    indices.iter_mut().for_each(|k| *k = rng.below(data.len()));
     let (x, t) = data.input_batch::<f32>(indices);
     let loss = net.backprop(x, Targets::Labels(&t)) as f64;
-    if loss.is_finite() {
-        optimizer.step(net.params());
+    if !loss.is_finite() {
+        return loss;
     }
+    if let Some(max_norm) = clip {
+        clip_grad_norm(net, max_norm);
+    }
+    optimizer.step(net.params());
     loss
+}
+
+/// Scales every gradient by `max_norm / ‖g‖` when the global norm `‖g‖ = √(Σ g²)` over all
+/// parameters exceeds `max_norm` (PyTorch's `clip_grad_norm_`). Returns the norm before.
+pub fn clip_grad_norm(net: &mut Network<f32>, max_norm: f64) -> f64 {
+    let mut params = net.params();
+    let norm = params
+        .iter()
+        .map(|(_, p)| p.grad.iter().map(|&g| (g as f64) * (g as f64)).sum::<f64>())
+        .sum::<f64>()
+        .sqrt();
+    if norm > max_norm {
+        let scale = (max_norm / norm) as f32;
+        params
+            .iter_mut()
+            .for_each(|(_, p)| p.grad.mapv_inplace(|g| g * scale));
+    }
+    norm
+}
+
+/// Fisher–Yates shuffle driven by `rng`.
+pub fn shuffle(items: &mut [usize], rng: &mut Rng) {
+    for i in (1..items.len()).rev() {
+        items.swap(i, rng.below(i + 1));
+    }
+}
+
+/// Holds out `fraction` of `data`, chosen at random, for validation. With 0 the data is used
+/// whole and the generator is not touched.
+fn split<'a>(
+    data: &'a Dataset,
+    fraction: f64,
+    rng: &mut Rng,
+) -> Result<(Cow<'a, Dataset>, Option<Dataset>)> {
+    if fraction == 0.0 {
+        return Ok((Cow::Borrowed(data), None));
+    }
+    let held = ((data.len() as f64) * fraction).round() as usize;
+    if held == 0 || held >= data.len() {
+        return Err(Error::Config(format!(
+            "--validation {fraction} leaves {held} of {} samples for validation",
+            data.len()
+        )));
+    }
+    let mut order: Vec<usize> = (0..data.len()).collect();
+    shuffle(&mut order, rng);
+    let (train, val) = order.split_at(data.len() - held);
+    Ok((Cow::Owned(data.subset(train)), Some(data.subset(val))))
 }
 
 /// Samples per forward pass when evaluating: large enough for efficient products, small

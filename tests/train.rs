@@ -2,9 +2,10 @@
 
 mod common;
 
+use backprop::Init;
 use backprop::data::Mnist;
 use backprop::layers::{Input, Targets};
-use backprop::train::{TrainConfig, train};
+use backprop::train::{Length, TrainConfig, train};
 use backprop::{Error, Rng, TwoLayerNet};
 
 /// 5000 training and 1000 test images of the repository's MNIST.
@@ -19,7 +20,7 @@ fn slice() -> Mnist {
 
 fn config(iters: usize, seed: u64) -> TrainConfig {
     TrainConfig {
-        iters,
+        length: Length::Iterations(iters),
         seed,
         ..TrainConfig::default()
     }
@@ -81,7 +82,7 @@ fn a_diverging_run_stops_with_an_error() {
     let data = slice();
     let cfg = TrainConfig {
         lr: 1e30,
-        weight_init_std: 1.0,
+        init: Some(Init::Std(1.0)),
         ..config(200, 0)
     };
     match train(&cfg, &data, |_| {}) {
@@ -104,7 +105,7 @@ fn invalid_settings_are_refused_naming_the_flag() {
         ),
         (
             TrainConfig {
-                hidden: 0,
+                hidden: vec![0],
                 ..config(1, 0)
             },
             "--hidden",

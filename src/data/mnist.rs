@@ -110,6 +110,19 @@ impl Dataset {
             .expect("a slice of a valid data set")
     }
 
+    /// The samples at `indices`, copied, in that order.
+    #[track_caller]
+    pub fn subset(&self, indices: &[usize]) -> Dataset {
+        let d = self.input_size();
+        let images = indices
+            .iter()
+            .flat_map(|&i| &self.images[i * d..(i + 1) * d])
+            .copied()
+            .collect();
+        let labels = indices.iter().map(|&i| self.labels[i]).collect();
+        Dataset::new(images, labels, self.rows, self.cols).expect("a subset of a valid data set")
+    }
+
     /// The samples at `indices` as a (batch, rows·cols) matrix of pixels scaled to [0, 1]
     /// (`x / 255`, as the book's `normalize=True`), and their labels.
     pub fn batch<T: Float>(&self, indices: &[usize]) -> (Array2<T>, Vec<usize>) {

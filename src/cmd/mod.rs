@@ -1,0 +1,14 @@
+//! One module per subcommand: flags, then calls into the library, then printing.
+
+pub mod compare;
+pub mod gradcheck;
+pub mod train;
+
+/// JSON has no NaN or infinity: those become null.
+pub fn json_number(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x}")
+    } else {
+        "null".into()
+    }
+}
