@@ -158,3 +158,73 @@ fn unknown_flags_are_usage_errors() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--no-such-flag"));
 }
+
+#[test]
+fn bad_training_flags_name_the_flag() {
+    let data = small_data("cli-flags");
+    let train = |extra: &[&str]| {
+        let mut args = vec!["train", "--data", &data, "--model", "mlp", "--iters", "5"];
+        args.extend_from_slice(extra);
+        backprop(&args)
+    };
+    assert_one_line_error(&train(&["--optimizer", "adamax"]), "--optimizer");
+    assert_one_line_error(&train(&["--dropout", "1.0"]), "--dropout");
+    assert_one_line_error(&train(&["--dropout", "-0.1"]), "--dropout");
+    assert_one_line_error(&train(&["--hidden", ""]), "--hidden");
+    assert_one_line_error(&train(&["--hidden", "256,,256"]), "--hidden");
+    assert_one_line_error(&train(&["--lr", "-0.001"]), "--lr");
+    assert_one_line_error(&train(&["--weight-decay", "-1e-4"]), "--weight-decay");
+    assert_one_line_error(&train(&["--clip-grad-norm", "0"]), "--clip-grad-norm");
+    assert_one_line_error(&train(&["--validation", "1.5"]), "--validation");
+    assert_one_line_error(&train(&["--activation", "gelu"]), "--activation");
+    assert_one_line_error(&train(&["--init", "uniform"]), "--init");
+    assert_one_line_error(&train(&["--lr-schedule", "linear"]), "--lr-schedule");
+    assert_one_line_error(
+        &backprop(&["train", "--data", &data, "--model", "cnn"]),
+        "--model",
+    );
+    assert_one_line_error(
+        &backprop(&["train", "--data", &data, "--hidden", "50,50"]),
+        "--model",
+    );
+}
+
+#[test]
+fn mlp_trains_from_the_command_line() {
+    let data = small_data("cli-mlp");
+    let out = backprop(&[
+        "train",
+        "--data",
+        &data,
+        "--model",
+        "mlp",
+        "--hidden",
+        "32,16",
+        "--optimizer",
+        "adam",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "64",
+        "--batch-norm",
+        "--dropout",
+        "0.1",
+        "--validation",
+        "0.1",
+        "--json",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("MultiLayerNet 784-32-16-10, relu, He init, batch norm, dropout 0.1"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("val acc") && stdout.contains("\"epochs\":2"),
+        "{stdout}"
+    );
+}

@@ -5,7 +5,7 @@ mod common;
 use backprop::Init;
 use backprop::data::Mnist;
 use backprop::layers::{Input, Targets};
-use backprop::train::{Length, TrainConfig, train};
+use backprop::train::{Length, Model, Sampling, Schedule, TrainConfig, clip_grad_norm, train};
 use backprop::{Error, Rng, TwoLayerNet};
 
 /// 5000 training and 1000 test images of the repository's MNIST.
@@ -153,4 +153,139 @@ fn sparse_batches_give_the_dense_answers() {
     }
     let (p_dense, p_sparse) = (net.predict(dense), net.predict(sparse));
     assert!((&p_dense - &p_sparse).iter().all(|d| d.abs() < 1e-12));
+}
+
+#[test]
+fn shuffled_epochs_see_every_sample_once() {
+    use backprop::train::shuffle;
+    let mut rng = Rng::new(4);
+    let mut order: Vec<usize> = (0..1000).collect();
+    shuffle(&mut order, &mut rng);
+    assert_ne!(order, (0..1000).collect::<Vec<_>>());
+    order.sort_unstable();
+    assert_eq!(order, (0..1000).collect::<Vec<_>>());
+
+    // 5000 images, batch 128: 40 updates an epoch, the last one of 8 images.
+    let data = slice();
+    let cfg = TrainConfig {
+        length: Length::Epochs(2),
+        sampling: Sampling::Shuffle,
+        batch_size: 128,
+        ..config(1, 3)
+    };
+    let mut reports = Vec::new();
+    let trained = train(&cfg, &data, |r| reports.push(r.clone())).unwrap();
+    assert_eq!(trained.summary.iterations, 80);
+    assert_eq!(
+        reports.iter().map(|r| r.iteration).collect::<Vec<_>>(),
+        [40, 80]
+    );
+}
+
+#[test]
+fn mlp_with_everything_trains_and_validates() {
+    let data = slice();
+    let cfg = TrainConfig {
+        model: Model::Mlp,
+        hidden: vec![64, 32],
+        batch_norm: true,
+        dropout: 0.1,
+        weight_decay: 1e-4,
+        optimizer: "adam".into(),
+        lr: 0.003,
+        schedule: Schedule::Cosine,
+        clip_grad_norm: Some(5.0),
+        length: Length::Epochs(3),
+        sampling: Sampling::Shuffle,
+        batch_size: 64,
+        validation: 0.2,
+        ..config(1, 5)
+    };
+    let mut reports = Vec::new();
+    let trained = train(&cfg, &data, |r| reports.push(r.clone())).unwrap();
+    let s = &trained.summary;
+    assert!(
+        s.test_accuracy > 0.85 && s.validation_accuracy.unwrap() > 0.85,
+        "{s:?}"
+    );
+    // 4000 training images after the split: 63 updates an epoch; the cosine rate falls.
+    assert_eq!(s.iterations, 3 * 63);
+    assert!(reports[0].lr > reports[1].lr && reports[1].lr > reports[2].lr);
+}
+
+#[test]
+fn schedules_and_clipping() {
+    assert_eq!(
+        Schedule::parse("step:2:0.5").unwrap(),
+        Schedule::Step {
+            every: 2,
+            gamma: 0.5
+        }
+    );
+    let step = Schedule::Step {
+        every: 2,
+        gamma: 0.5,
+    };
+    assert_eq!(
+        [0, 1, 2, 5].map(|e| step.lr(0.8, 0, 10, e)),
+        [0.8, 0.8, 0.4, 0.2]
+    );
+    let cos = Schedule::Cosine;
+    assert_eq!(cos.lr(0.8, 0, 100, 0), 0.8);
+    assert!((cos.lr(0.8, 50, 100, 0) - 0.4).abs() < 1e-12);
+    for bad in ["step:0:0.5", "step:2", "linear", "step:2:-1"] {
+        assert!(
+            Schedule::parse(bad)
+                .unwrap_err()
+                .to_string()
+                .contains("--lr-schedule"),
+            "{bad}"
+        );
+    }
+
+    // Clipping rescales all gradients together to the given global norm.
+    let mut net = TwoLayerNet::new::<f32>(784, 20, 10, 0.5, &mut Rng::new(1));
+    let data = slice();
+    let (x, t) = data.train.batch::<f32>(&(0..50).collect::<Vec<_>>());
+    net.backprop(x, Targets::Labels(&t));
+    let before = clip_grad_norm(&mut net, 1e-3);
+    assert!(before > 1e-3);
+    let after: f64 = net
+        .params()
+        .iter()
+        .map(|(_, p)| p.grad.iter().map(|&g| (g as f64).powi(2)).sum::<f64>())
+        .sum();
+    assert!((after.sqrt() - 1e-3).abs() < 1e-7, "{}", after.sqrt());
+    assert_eq!(clip_grad_norm(&mut net, 1.0), after.sqrt());
+}
+
+#[test]
+fn comparisons_run_on_a_slice() {
+    use backprop::compare::{CompareConfig, compare_init, compare_optimizers};
+    let data = slice();
+    let cfg = CompareConfig {
+        iters: 30,
+        every: 10,
+        hidden: vec![20, 20],
+        ..CompareConfig::default()
+    };
+    let mut printed = Vec::new();
+    let out = compare_optimizers(&data, &cfg, |i, losses| printed.push((i, losses.len()))).unwrap();
+    assert_eq!(printed, [(0, 7), (10, 7), (20, 7), (29, 7)]);
+    let names: Vec<&str> = out.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam", "AdamW"
+        ]
+    );
+    assert!(
+        out.iter()
+            .all(|o| o.losses.len() == 30 && o.final_loss(10).is_finite())
+    );
+    let out = compare_init(&data, &cfg, |_, _| {}).unwrap();
+    assert_eq!(
+        out.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(),
+        ["std=0.01", "Xavier", "He"]
+    );
 }

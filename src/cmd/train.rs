@@ -32,23 +32,23 @@ pub struct TrainArgs {
     #[arg(long)]
     batch_norm: bool,
     /// Dropout ratio after each hidden activation, in [0, 1) (mlp).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
     dropout: f64,
     /// L2 weight decay λ (the book's weight_decay_lambda).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
     weight_decay: f64,
     /// sgd, momentum, nesterov, adagrad, rmsprop, adam or adamw.
     #[arg(long, default_value = "sgd")]
     optimizer: String,
     /// Learning rate [default: 0.1 for sgd (the book's ch05), else the book's rate for the
     /// optimizer: 0.01, and 0.001 for adam and adamw].
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     lr: Option<f64>,
     /// constant, cosine, or step:EVERY:GAMMA (times GAMMA every EVERY epochs).
     #[arg(long, default_value = "constant")]
     lr_schedule: String,
     /// Rescale the gradients when their global L2 norm exceeds this.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     clip_grad_norm: Option<f64>,
     /// Mini-batch updates [default: 10000, unless --epochs].
     #[arg(long, conflicts_with = "epochs")]
@@ -64,7 +64,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 100)]
     batch_size: usize,
     /// Fraction of the training set held out for validation, in [0, 1).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
     validation: f64,
     /// Seed of the random generator (same seed, same run, bit for bit).
     #[arg(long, default_value_t = 0)]
