@@ -1,6 +1,6 @@
 //! Batch normalization: normalize each feature (or channel) over the mini-batch.
 
-use ndarray::{Array1, Array3, ArrayD, Axis, IxDyn};
+use ndarray::{Array1, ArrayD, ArrayViewD, Axis, IxDyn};
 
 use super::{Layer, Param};
 use crate::Float;
@@ -43,8 +43,8 @@ pub struct BatchNormalization<T: Float = f32> {
 #[derive(Clone, Debug)]
 struct Cache<T> {
     shape: IxDyn,   // the input's shape
-    xc: Array3<T>,  // (N, C, S) x - μ
-    xn: Array3<T>,  // (N, C, S) normalized
+    xc: ArrayD<T>,  // (N, C, S) or (N, C): x - μ
+    xn: ArrayD<T>,  // (N, C, S) or (N, C): normalized
     std: Array1<T>, // (C) σ
 }
 
@@ -65,34 +65,52 @@ impl<T: Float> BatchNormalization<T> {
         }
     }
 
-    /// x (N, C, ...) as (N, C, S).
+    /// x (N, C, ...) as (N, C, S), or as (N, C) when S = 1.
+    /// NOTE: (N, C, 1) would make ndarray walk an innermost axis of length 1, element by
+    /// element: three times slower for the MLP's batch norm.
     #[track_caller]
-    fn as_ncs(&self, x: ArrayD<T>) -> Array3<T> {
+    fn as_ncs(&self, x: ArrayD<T>) -> ArrayD<T> {
         let c = self.gamma.len();
         assert!(
             x.ndim() >= 2 && x.shape()[1] == c,
             "BatchNormalization: input {:?} has no {c} channels in axis 1",
             x.shape()
         );
-        let (n, s) = (x.shape()[0], x.shape()[2..].iter().product());
+        let (n, s): (usize, usize) = (x.shape()[0], x.shape()[2..].iter().product());
         let x = if x.is_standard_layout() {
             x
         } else {
             x.as_standard_layout().into_owned()
         };
-        x.into_shape_with_order((n, c, s))
+        let shape = if s == 1 { vec![n, c] } else { vec![n, c, s] };
+        x.into_shape_with_order(shape)
             .expect("standard layout reshapes")
     }
 
-    /// (C) as (1, C, 1), to broadcast against (N, C, S).
-    fn per_channel(v: &Array1<T>) -> ndarray::ArrayView3<'_, T> {
-        v.view().insert_axis(Axis(0)).insert_axis(Axis(2))
+    /// (C) as (1, C) or (1, C, 1), to broadcast against x as [`Self::as_ncs`] shapes it.
+    fn per_channel(v: &Array1<T>, ndim: usize) -> ArrayViewD<'_, T> {
+        let v = v.view().insert_axis(Axis(0));
+        if ndim == 2 {
+            v.into_dyn()
+        } else {
+            v.insert_axis(Axis(2)).into_dyn()
+        }
     }
 }
 
-/// Sum over N and S: (N, C, S) -> (C).
-fn sum_ns<T: Float>(a: &Array3<T>) -> Array1<T> {
-    a.sum_axis(Axis(2)).sum_axis(Axis(0))
+/// Sum over N (and S): (N, C) or (N, C, S) -> (C).
+fn sum_ns<T: Float>(a: &ArrayD<T>) -> Array1<T> {
+    let over_n = if a.ndim() == 3 {
+        a.sum_axis(Axis(2)).sum_axis(Axis(0))
+    } else {
+        a.sum_axis(Axis(0))
+    };
+    over_n.into_dimensionality().expect("one axis left")
+}
+
+/// Entries per channel: N·S.
+fn count<T>(a: &ArrayD<T>) -> usize {
+    a.len() / a.shape()[1]
 }
 
 impl<T: Float> Layer<T> for BatchNormalization<T> {
@@ -103,13 +121,13 @@ impl<T: Float> Layer<T> for BatchNormalization<T> {
     fn forward(&mut self, x: ArrayD<T>) -> ArrayD<T> {
         let shape = x.raw_dim();
         let x = self.as_ncs(x);
-        let m = T::of((x.shape()[0] * x.shape()[2]) as f64);
+        let (m, d) = (T::of(count(&x) as f64), x.ndim());
         let mu = sum_ns(&x) / m;
-        let xc = x - Self::per_channel(&mu);
+        let xc = x - Self::per_channel(&mu, d);
         let var = sum_ns(&xc.mapv(|v| v * v)) / m;
         let std = var.mapv(|v| (v + T::of(self.eps)).sqrt());
-        let xn = &xc / &Self::per_channel(&std);
-        let y = &xn * &Self::per_channel(&self.gamma) + Self::per_channel(&self.beta);
+        let xn = &xc / &Self::per_channel(&std, d);
+        let y = &xn * &Self::per_channel(&self.gamma, d) + Self::per_channel(&self.beta, d);
         // running statistics for inference
         let mom = T::of(self.momentum);
         self.running_mean = &self.running_mean * mom + &(mu * (T::one() - mom));
@@ -126,9 +144,10 @@ impl<T: Float> Layer<T> for BatchNormalization<T> {
     fn predict(&self, x: ArrayD<T>) -> ArrayD<T> {
         let shape = x.raw_dim();
         let x = self.as_ncs(x);
+        let d = x.ndim();
         let std = self.running_var.mapv(|v| (v + T::of(self.eps)).sqrt());
-        let xn = (x - Self::per_channel(&self.running_mean)) / Self::per_channel(&std);
-        let y = &xn * &Self::per_channel(&self.gamma) + Self::per_channel(&self.beta);
+        let xn = (x - Self::per_channel(&self.running_mean, d)) / Self::per_channel(&std, d);
+        let y = &xn * &Self::per_channel(&self.gamma, d) + Self::per_channel(&self.beta, d);
         y.into_shape_with_order(shape).expect("same element count")
     }
 
@@ -143,19 +162,19 @@ impl<T: Float> Layer<T> for BatchNormalization<T> {
             "BatchNormalization::backward: dout shape"
         );
         let dy = self.as_ncs(dout.to_owned());
-        let m = T::of((dy.shape()[0] * dy.shape()[2]) as f64);
-        let std = Self::per_channel(&cache.std);
+        let (m, d) = (T::of(count(&dy) as f64), dy.ndim());
+        let std = Self::per_channel(&cache.std, d);
         self.dbeta = sum_ns(&dy);
         self.dgamma = sum_ns(&(&cache.xn * &dy));
-        let dxn = &dy * &Self::per_channel(&self.gamma);
+        let dxn = &dy * &Self::per_channel(&self.gamma, d);
         // through xn = xc / σ, then σ = √(var + eps), var = mean(xc²)
         let mut dxc = &dxn / &std;
         let dstd = -sum_ns(&(&dxn * &cache.xc)) / cache.std.mapv(|s| s * s);
         let dvar = dstd.mapv(|v| v * T::of(0.5)) / &cache.std;
-        dxc = dxc + &(&cache.xc * &Self::per_channel(&(dvar * (T::of(2.0) / m))));
+        dxc = dxc + &(&cache.xc * &Self::per_channel(&(dvar * (T::of(2.0) / m)), d));
         // through xc = x - μ
         let dmu = sum_ns(&dxc);
-        let dx = dxc - Self::per_channel(&(dmu / m));
+        let dx = dxc - Self::per_channel(&(dmu / m), d);
         dx.into_shape_with_order(cache.shape.clone())
             .expect("same element count")
     }
