@@ -253,4 +253,30 @@ mod tests {
             assert!(row.max_rel_err < 1e-5, "{row}");
         }
     }
+
+    #[test]
+    fn a_small_convnet_checks() {
+        // Conv 3x3 pad 1 -> Relu -> max pool 2x2 (overlapping: stride 1) -> Conv 2x2 stride 2
+        // -> Relu -> Affine (fed the 4-D output directly) -> loss.
+        use crate::layers::{Convolution, Pooling};
+        let mut rng = Rng::new(6);
+        let conv = |f, c, k, s, p, rng: &mut Rng| {
+            let w = Array::from_shape_fn((f, c, k, k), |_| 0.5 * rng.normal());
+            Convolution::new(w, Array1::from_shape_fn(f, |_| 0.1 * rng.normal()), s, p)
+        };
+        let mut net = Network::<f64>::new();
+        net.push(conv(3, 2, 3, 1, 1, &mut rng))
+            .push(Relu::new())
+            .push(Pooling::max(2, 2, 1))
+            .push(conv(2, 3, 2, 2, 0, &mut rng))
+            .push(Relu::new())
+            .push(Affine::new(gaussian(2 * 3 * 3, 4, 0.5, &mut rng), Array1::zeros(4)));
+        assert_eq!(net.layer_names(), ["Conv1", "Relu1", "Pool1", "Conv2", "Relu2", "Affine1"]);
+        let x = Array::from_shape_fn((3, 2, 7, 7), |_| rng.normal()).into_dyn();
+        let rows = net.gradient_check(&x, Targets::Labels(&[0, 3, 1]), DEFAULT_H);
+        assert_eq!(rows.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["W1", "b1", "W2", "b2", "W3", "b3"]);
+        for row in rows {
+            assert!(row.max_rel_err < 1e-6, "{row}");
+        }
+    }
 }

@@ -13,7 +13,9 @@
 
 mod affine;
 mod batch_norm;
+mod convolution;
 mod dropout;
+mod pooling;
 mod relu;
 mod sigmoid;
 mod softmax_loss;
@@ -21,7 +23,9 @@ mod tanh;
 
 pub use affine::Affine;
 pub use batch_norm::BatchNormalization;
+pub use convolution::{Convolution, Window, col2im, im2col};
 pub use dropout::Dropout;
+pub use pooling::{PoolKind, Pooling};
 pub use relu::Relu;
 pub use sigmoid::Sigmoid;
 pub use softmax_loss::{SoftmaxWithLoss, Targets, softmax};

@@ -1,0 +1,255 @@
+//! Max and average pooling over windows of any size and stride.
+
+use ndarray::{Array4, ArrayD, Ix4};
+
+use super::{Layer, Window};
+use crate::Float;
+
+/// What a pooling window reduces to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolKind {
+    Max,
+    Average,
+}
+
+/// Pooling (the book's `Pooling`, ch. 7.4.4, plus average pooling): each channel of each image
+/// is reduced window by window. Windows may overlap (stride < window) or leave the last rows
+/// and columns out (the size does not divide); padding, if any, never wins a max and counts
+/// as zero in an average (as PyTorch's defaults).
+///
+/// # Shapes
+/// `x: (N, C, H, W) -> (N, C, OH, OW)`, `OH = (H + 2P - PH) / S + 1`, `OW` alike.
+///
+/// # Forward and gradient
+/// ```text
+/// max:     y = max over the window,   dx[argmax] += dy   (the first maximum on ties)
+/// average: y = Σ window / (PH·PW),    dx[each]   += dy / (PH·PW)
+/// ```
+#[derive(Clone, Debug)]
+pub struct Pooling {
+    pub kind: PoolKind,
+    pub window: Window,
+    x_dim: Option<(usize, usize, usize, usize)>, // (N, C, H, W) of the last training input
+    argmax: Option<Vec<usize>>,                  // (N·C·OH·OW) flat index into x of each max
+}
+
+impl Pooling {
+    /// A `kind` pooling of `ph x pw` windows moved by `stride`, with `pad` rows and columns of
+    /// padding.
+    #[track_caller]
+    pub fn new(kind: PoolKind, ph: usize, pw: usize, stride: usize, pad: usize) -> Self {
+        assert!(
+            ph > 0 && pw > 0 && stride > 0,
+            "Pooling: window {ph}x{pw} stride {stride}"
+        );
+        Pooling {
+            kind,
+            window: Window {
+                fh: ph,
+                fw: pw,
+                stride,
+                pad,
+            },
+            x_dim: None,
+            argmax: None,
+        }
+    }
+
+    /// The book's `Pooling(pool_h, pool_w, stride)`: max pooling, no padding.
+    pub fn max(ph: usize, pw: usize, stride: usize) -> Self {
+        Self::new(PoolKind::Max, ph, pw, stride, 0)
+    }
+
+    /// The input pixels (y, x) of output (oy, ox), inside the image (padding left out).
+    fn window_pixels(
+        &self,
+        oy: usize,
+        ox: usize,
+        h: usize,
+        w: usize,
+    ) -> impl Iterator<Item = (usize, usize)> + use<> {
+        let win = self.window;
+        let y0 = (oy * win.stride) as isize - win.pad as isize;
+        let x0 = (ox * win.stride) as isize - win.pad as isize;
+        (y0..y0 + win.fh as isize)
+            .flat_map(move |y| (x0..x0 + win.fw as isize).map(move |x| (y, x)))
+            .filter(move |&(y, x)| y >= 0 && x >= 0 && (y as usize) < h && (x as usize) < w)
+            .map(|(y, x)| (y as usize, x as usize))
+    }
+
+    /// The pooled output, and the flat index of each window's maximum (max pooling).
+    #[track_caller]
+    fn pool<T: Float>(&self, x: &ArrayD<T>) -> (Array4<T>, Vec<usize>) {
+        let x = x
+            .view()
+            .into_dimensionality::<Ix4>()
+            .expect("Pooling: input must be (N, C, H, W)");
+        let (n, c, h, w) = x.dim();
+        let (oh, ow) = self.window.output(h, w);
+        let area = T::of((self.window.fh * self.window.fw) as f64);
+        let mut argmax = Vec::new();
+        let mut y = Array4::zeros((n, c, oh, ow));
+        for ((i, ch, oy, ox), out) in y.indexed_iter_mut() {
+            let pixels = self.window_pixels(oy, ox, h, w);
+            match self.kind {
+                PoolKind::Max => {
+                    let mut best = (usize::MAX, T::neg_infinity());
+                    for (yy, xx) in pixels {
+                        let v = x[[i, ch, yy, xx]];
+                        if v > best.1 || best.0 == usize::MAX {
+                            best = ((((i * c) + ch) * h + yy) * w + xx, v);
+                        }
+                    }
+                    *out = best.1;
+                    argmax.push(best.0);
+                }
+                PoolKind::Average => {
+                    *out = pixels
+                        .map(|(yy, xx)| x[[i, ch, yy, xx]])
+                        .fold(T::zero(), |a, b| a + b)
+                        / area
+                }
+            }
+        }
+        (y, argmax)
+    }
+}
+
+impl<T: Float> Layer<T> for Pooling {
+    fn kind(&self) -> &'static str {
+        "Pool"
+    }
+
+    fn forward(&mut self, x: ArrayD<T>) -> ArrayD<T> {
+        let (y, argmax) = self.pool(&x);
+        let s = x.shape();
+        self.x_dim = Some((s[0], s[1], s[2], s[3]));
+        self.argmax = Some(argmax);
+        y.into_dyn()
+    }
+
+    fn predict(&self, x: ArrayD<T>) -> ArrayD<T> {
+        self.pool(&x).0.into_dyn()
+    }
+
+    fn backward(&mut self, dout: &ArrayD<T>) -> ArrayD<T> {
+        let x_dim = self
+            .x_dim
+            .expect("Pooling::backward called without a forward before it");
+        let (_, _, h, w) = x_dim;
+        let dy = dout
+            .view()
+            .into_dimensionality::<Ix4>()
+            .expect("Pooling::backward: dout must be 4-D");
+        let (oh, ow) = self.window.output(h, w);
+        assert_eq!(
+            dy.dim(),
+            (x_dim.0, x_dim.1, oh, ow),
+            "Pooling::backward: dout shape"
+        );
+        let mut dx = Array4::<T>::zeros(x_dim);
+        match self.kind {
+            PoolKind::Max => {
+                // each window's gradient goes to its maximum (overlapping windows add up)
+                let argmax = self.argmax.as_ref().expect("set by forward");
+                let flat = dx.as_slice_mut().expect("new arrays are contiguous");
+                for (&k, &g) in argmax.iter().zip(dy.iter()) {
+                    flat[k] = flat[k] + g;
+                }
+            }
+            PoolKind::Average => {
+                // each window's gradient is shared equally by its pixels
+                let area = T::of((self.window.fh * self.window.fw) as f64);
+                for ((i, ch, oy, ox), &g) in dy.indexed_iter() {
+                    for (yy, xx) in self.window_pixels(oy, ox, h, w) {
+                        dx[[i, ch, yy, xx]] = dx[[i, ch, yy, xx]] + g / area;
+                    }
+                }
+            }
+        }
+        dx.into_dyn()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Rng;
+    use crate::gradcheck::check_layer;
+    use ndarray::{Array, Array2};
+
+    fn image(rows: &[&[f64]]) -> ArrayD<f64> {
+        let (h, w) = (rows.len(), rows[0].len());
+        let a = Array2::from_shape_fn((h, w), |(y, x)| rows[y][x]);
+        a.into_shape_with_order((1, 1, h, w)).unwrap().into_dyn()
+    }
+
+    #[test]
+    fn max_and_average_by_hand_with_a_window_that_does_not_divide() {
+        // 5x5, window 2x2, stride 2: outputs at rows/cols 0-1 and 2-3; the last row and
+        // column are left out.
+        let x = image(&[
+            &[1., 2., 0., 0., 9.],
+            &[3., 4., 0., 5., 9.],
+            &[0., 0., 7., 6., 9.],
+            &[0., 8., 1., 1., 9.],
+            &[9., 9., 9., 9., 9.],
+        ]);
+        let mut max = Pooling::max(2, 2, 2);
+        let y = Layer::<f64>::forward(&mut max, x.clone());
+        assert_eq!(y, image(&[&[4., 5.], &[8., 7.]]));
+        let dx = Layer::<f64>::backward(&mut max, &image(&[&[1., 2.], &[3., 4.]]));
+        assert_eq!(dx[[0, 0, 1, 1]], 1.0);
+        assert_eq!(dx[[0, 0, 1, 3]], 2.0);
+        assert_eq!(dx[[0, 0, 3, 1]], 3.0);
+        assert_eq!(dx[[0, 0, 2, 2]], 4.0);
+        assert_eq!(dx.sum(), 10.0, "the 9s outside every window get nothing");
+
+        let mut avg = Pooling::new(PoolKind::Average, 2, 2, 2, 0);
+        assert_eq!(
+            Layer::<f64>::forward(&mut avg, x),
+            image(&[&[2.5, 1.25], &[2.0, 3.75]])
+        );
+        let dx = Layer::<f64>::backward(&mut avg, &image(&[&[4., 8.], &[0., 0.]]));
+        assert_eq!(
+            (dx[[0, 0, 0, 0]], dx[[0, 0, 1, 3]], dx[[0, 0, 4, 4]]),
+            (1.0, 2.0, 0.0)
+        );
+    }
+
+    #[test]
+    fn overlapping_windows_add_their_gradients() {
+        // 3x3 windows, stride 1, on a 3x4 image whose maximum 9 is in both windows.
+        let x = image(&[&[0., 1., 2., 0.], &[3., 9., 4., 0.], &[0., 5., 6., 7.]]);
+        let mut max = Pooling::max(3, 3, 1);
+        assert_eq!(Layer::<f64>::forward(&mut max, x), image(&[&[9., 9.]]));
+        let dx = Layer::<f64>::backward(&mut max, &image(&[&[1., 10.]]));
+        assert_eq!(dx[[0, 0, 1, 1]], 11.0);
+        assert_eq!(dx.sum(), 11.0);
+    }
+
+    #[test]
+    fn gradient_checks_overlapping_non_dividing_padded() {
+        let mut rng = Rng::new(40);
+        // (kind, PH, PW, stride, pad, H, W)
+        for (kind, ph, pw, s, p, h, w) in [
+            (PoolKind::Max, 2, 2, 2, 0, 6, 6),
+            (PoolKind::Max, 3, 3, 2, 0, 7, 6),
+            (PoolKind::Max, 2, 3, 1, 0, 5, 5),
+            (PoolKind::Max, 3, 3, 3, 0, 8, 7),
+            (PoolKind::Max, 3, 3, 2, 1, 5, 6),
+            (PoolKind::Average, 2, 2, 2, 0, 5, 5),
+            (PoolKind::Average, 3, 2, 1, 0, 4, 5),
+            (PoolKind::Average, 3, 3, 2, 1, 6, 5),
+        ] {
+            let mut pool = Pooling::new(kind, ph, pw, s, p);
+            let x = Array::from_shape_fn((2, 3, h, w), |_| rng.normal()).into_dyn();
+            for row in check_layer(&mut pool, x, &mut rng) {
+                assert!(
+                    row.max_rel_err < 1e-7,
+                    "{kind:?} {ph}x{pw} s{s} p{p} on {h}x{w}: {row}"
+                );
+            }
+        }
+    }
+}
