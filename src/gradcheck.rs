@@ -270,11 +270,20 @@ mod tests {
             .push(Pooling::max(2, 2, 1))
             .push(conv(2, 3, 2, 2, 0, &mut rng))
             .push(Relu::new())
-            .push(Affine::new(gaussian(2 * 3 * 3, 4, 0.5, &mut rng), Array1::zeros(4)));
-        assert_eq!(net.layer_names(), ["Conv1", "Relu1", "Pool1", "Conv2", "Relu2", "Affine1"]);
+            .push(Affine::new(
+                gaussian(2 * 3 * 3, 4, 0.5, &mut rng),
+                Array1::zeros(4),
+            ));
+        assert_eq!(
+            net.layer_names(),
+            ["Conv1", "Relu1", "Pool1", "Conv2", "Relu2", "Affine1"]
+        );
         let x = Array::from_shape_fn((3, 2, 7, 7), |_| rng.normal()).into_dyn();
         let rows = net.gradient_check(&x, Targets::Labels(&[0, 3, 1]), DEFAULT_H);
-        assert_eq!(rows.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["W1", "b1", "W2", "b2", "W3", "b3"]);
+        assert_eq!(
+            rows.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+            ["W1", "b1", "W2", "b2", "W3", "b3"]
+        );
         for row in rows {
             assert!(row.max_rel_err < 1e-6, "{row}");
         }

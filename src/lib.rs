@@ -46,6 +46,6 @@ pub mod train;
 pub use error::{Error, Result};
 pub use float::Float;
 pub use init::Init;
-pub use models::{Activation, MlpConfig, MultiLayerNet, TwoLayerNet};
+pub use models::{Activation, DeepConvNet, MlpConfig, MultiLayerNet, SimpleConvNet, TwoLayerNet};
 pub use network::{Network, correct_predictions};
 pub use rng::Rng;

@@ -1,9 +1,11 @@
 //! The book's networks, built on [`Network`].
 
-use ndarray::{Array1, Array2};
+use ndarray::{Array1, Array2, Array4};
 
 use crate::error::{Error, Result};
-use crate::layers::{Affine, BatchNormalization, Dropout, Relu, Sigmoid, Tanh};
+use crate::layers::{
+    Affine, BatchNormalization, Convolution, Dropout, Pooling, Relu, Sigmoid, Tanh,
+};
 use crate::{Float, Init, Network, Rng};
 
 /// `weight_init_std · N(0, 1)` in a (rows, cols) matrix, filled row by row from `rng` (the
@@ -148,6 +150,102 @@ impl MultiLayerNet {
         let w = gaussian(fan_in, config.output_size, config.init.std(fan_in), rng);
         net.push(Affine::new(w, Array1::zeros(config.output_size)));
         Ok(net)
+    }
+}
+
+/// `std · N(0, 1)` filters (FN, C, K, K), filled in order from `rng`.
+fn filters<T: Float>(fn_: usize, c: usize, k: usize, std: f64, rng: &mut Rng) -> Array4<T> {
+    Array4::from_shape_simple_fn((fn_, c, k, k), || T::of(std * rng.normal()))
+}
+
+/// The book's `SimpleConvNet` (ch. 7.5):
+/// `Conv(30 filters 5x5, stride 1, pad 0) -> Relu -> max pool 2x2 stride 2 -> Affine 100 ->
+/// Relu -> Affine -> SoftmaxWithLoss`, weights N(0, 0.01²) (W1 conv, W2 and W3 affine).
+pub struct SimpleConvNet;
+
+impl SimpleConvNet {
+    /// For samples of `(channels, height, width)` and `classes` outputs.
+    #[allow(clippy::new_ret_no_self)]
+    pub fn new<T: Float>(
+        input: (usize, usize, usize),
+        classes: usize,
+        rng: &mut Rng,
+    ) -> Network<T> {
+        let (c, h, w) = input;
+        let (filters_n, k, hidden, std) = (30, 5, 100, 0.01);
+        let (oh, ow) = (h + 1 - k, w + 1 - k); // stride 1, no padding
+        let pooled = filters_n * (oh / 2) * (ow / 2);
+        let mut net = Network::new();
+        net.set_input_shape(&[c, h, w]);
+        net.push(Convolution::new(
+            filters(filters_n, c, k, std, rng),
+            Array1::zeros(filters_n),
+            1,
+            0,
+        ))
+        .push(Relu::new())
+        .push(Pooling::max(2, 2, 2))
+        .push(Affine::new(
+            gaussian(pooled, hidden, std, rng),
+            Array1::zeros(hidden),
+        ))
+        .push(Relu::new())
+        .push(Affine::new(
+            gaussian(hidden, classes, std, rng),
+            Array1::zeros(classes),
+        ));
+        net
+    }
+}
+
+/// The book's `DeepConvNet` (ch. 8.1): six 3x3 convolutions of 16, 16, 32, 32, 64, 64 filters
+/// (padding 1, the fourth 2), ReLU after each, max pool 2x2 stride 2 after every second; then
+/// `Affine 50 -> Relu -> Dropout 0.5 -> Affine -> Dropout 0.5 -> SoftmaxWithLoss`; He
+/// initialisation (std √(2 / fan-in) with fan-in C·3·3 for a convolution).
+pub struct DeepConvNet;
+
+impl DeepConvNet {
+    /// For samples of `(channels, height, width)` and `classes` outputs.
+    #[allow(clippy::new_ret_no_self)]
+    pub fn new<T: Float>(
+        input: (usize, usize, usize),
+        classes: usize,
+        rng: &mut Rng,
+    ) -> Network<T> {
+        let (mut c, mut h, mut w) = input;
+        let mut net = Network::new();
+        net.set_input_shape(&[c, h, w]);
+        for (i, (filters_n, pad)) in [(16, 1), (16, 1), (32, 1), (32, 2), (64, 1), (64, 1)]
+            .into_iter()
+            .enumerate()
+        {
+            let std = Init::He.std(c * 3 * 3);
+            net.push(Convolution::new(
+                filters(filters_n, c, 3, std, rng),
+                Array1::zeros(filters_n),
+                1,
+                pad,
+            ));
+            net.push(Relu::new());
+            (c, h, w) = (filters_n, h + 2 * pad - 2, w + 2 * pad - 2);
+            if i % 2 == 1 {
+                net.push(Pooling::max(2, 2, 2));
+                (h, w) = (h / 2, w / 2);
+            }
+        }
+        let (flat, hidden) = (c * h * w, 50);
+        net.push(Affine::new(
+            gaussian(flat, hidden, Init::He.std(flat), rng),
+            Array1::zeros(hidden),
+        ))
+        .push(Relu::new())
+        .push(Dropout::new(0.5, rng.next_u64()))
+        .push(Affine::new(
+            gaussian(hidden, classes, Init::He.std(hidden), rng),
+            Array1::zeros(classes),
+        ))
+        .push(Dropout::new(0.5, rng.next_u64()));
+        net
     }
 }
 
@@ -318,5 +416,48 @@ mod tests {
                 .to_string()
                 .contains("--activation")
         );
+    }
+
+    #[test]
+    fn the_books_convnets_have_the_books_shapes() {
+        let mut simple = SimpleConvNet::new::<f32>((1, 28, 28), 10, &mut Rng::new(0));
+        let shapes: Vec<Vec<usize>> = simple
+            .params()
+            .into_iter()
+            .map(|(_, p)| p.value.shape().to_vec())
+            .collect();
+        assert_eq!(
+            shapes,
+            [
+                vec![30, 1, 5, 5],
+                vec![30],
+                vec![4320, 100],
+                vec![100],
+                vec![100, 10],
+                vec![10]
+            ]
+        );
+        let x = Array::from_shape_fn((2, 784), |(i, j)| ((i + j) % 7) as f32 / 7.0);
+        assert_eq!(simple.predict(x.clone()).shape(), &[2, 10]);
+
+        let mut deep = DeepConvNet::new::<f32>((1, 28, 28), 10, &mut Rng::new(0));
+        assert_eq!(
+            deep.layer_names(),
+            [
+                "Conv1", "Relu1", "Conv2", "Relu2", "Pool1", "Conv3", "Relu3", "Conv4", "Relu4",
+                "Pool2", "Conv5", "Relu5", "Conv6", "Relu6", "Pool3", "Affine1", "Relu7",
+                "Dropout1", "Affine2", "Dropout2"
+            ]
+        );
+        let names: Vec<String> = deep.params().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names.len(), 16);
+        assert_eq!((names[0].as_str(), names[15].as_str()), ("W1", "b8"));
+        let w7 = deep.params().swap_remove(12).1.value.shape().to_vec();
+        assert_eq!(
+            w7,
+            [64 * 4 * 4, 50],
+            "the book's 64·4·4 inputs to the first affine layer"
+        );
+        assert_eq!(deep.predict(x).shape(), &[2, 10]);
     }
 }

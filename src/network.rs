@@ -25,6 +25,7 @@ pub struct Network<T: Float = f32> {
     last_layer: SoftmaxWithLoss<T>,
     weight_layers: usize,
     weight_decay: f64,
+    input_shape: Option<Vec<usize>>,
 }
 
 impl<T: Float> Default for Network<T> {
@@ -41,7 +42,38 @@ impl<T: Float> Network<T> {
             last_layer: SoftmaxWithLoss::new(),
             weight_layers: 0,
             weight_decay: 0.0,
+            input_shape: None,
         }
+    }
+
+    /// The shape of one sample the first layer expects, such as `[1, 28, 28]` for a
+    /// convolution on MNIST: flat (N, D) or sparse input is then given that shape,
+    /// (N, 1, 28, 28). Without it, the input goes to the first layer as it comes.
+    pub fn set_input_shape(&mut self, shape: &[usize]) -> &mut Self {
+        self.input_shape = Some(shape.to_vec());
+        self
+    }
+
+    /// The input as the first layer expects it (see [`Network::set_input_shape`]).
+    #[track_caller]
+    fn shaped(&self, x: Input<T>) -> Input<T> {
+        let Some(shape) = &self.input_shape else {
+            return x;
+        };
+        let n = x.len();
+        let x = x.into_dense();
+        let mut full = vec![n];
+        full.extend_from_slice(shape);
+        let x = if x.is_standard_layout() {
+            x
+        } else {
+            x.as_standard_layout().into_owned()
+        };
+        let got = x.shape().to_vec();
+        Input::Dense(
+            x.into_shape_with_order(full)
+                .unwrap_or_else(|_| panic!("input {got:?} does not fit samples of {shape:?}")),
+        )
     }
 
     /// L2 weight decay as the book adds it (ch. 6.4.1): `½·λ·Σ‖W‖²` over the weights (not the
@@ -102,7 +134,7 @@ impl<T: Float> Network<T> {
         match self.layers.split_first() {
             None => x.into().into_dense(),
             Some((first, rest)) => {
-                let y = first.layer.predict_input(x.into());
+                let y = first.layer.predict_input(self.shaped(x.into()));
                 rest.iter().fold(y, |x, l| l.layer.predict(x))
             }
         }
@@ -110,10 +142,11 @@ impl<T: Float> Network<T> {
 
     /// Training forward pass to the scores, keeping what backward needs.
     pub fn forward(&mut self, x: impl Into<Input<T>>) -> ArrayD<T> {
+        let x = self.shaped(x.into());
         match self.layers.split_first_mut() {
-            None => x.into().into_dense(),
+            None => x.into_dense(),
             Some((first, rest)) => {
-                let y = first.layer.forward_input(x.into());
+                let y = first.layer.forward_input(x);
                 rest.iter_mut().fold(y, |x, l| l.layer.forward(x))
             }
         }

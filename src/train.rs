@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::layers::Targets;
 use crate::network::correct_predictions;
 use crate::optim::{self, Optimizer};
-use crate::{Activation, Init, MlpConfig, MultiLayerNet, Network, Rng};
+use crate::{Activation, DeepConvNet, Init, MlpConfig, MultiLayerNet, Network, Rng, SimpleConvNet};
 
 /// Which network to build.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,6 +20,10 @@ pub enum Model {
     TwoLayer,
     /// The book's MultiLayerNet(Extend): any hidden layers, activation, batch norm, dropout.
     Mlp,
+    /// The book's SimpleConvNet (ch. 7).
+    SimpleCnn,
+    /// The book's DeepConvNet (ch. 8).
+    DeepCnn,
 }
 
 /// How mini-batches are drawn.
@@ -159,6 +163,14 @@ impl TrainConfig {
         if self.hidden.contains(&0) {
             return bad("--hidden must be at least 1".into());
         }
+        let mlp_options =
+            self.hidden != [50] || self.batch_norm || self.dropout > 0.0 || self.init.is_some();
+        if matches!(self.model, Model::SimpleCnn | Model::DeepCnn) && mlp_options {
+            return bad(
+                "--hidden, --init, --batch-norm and --dropout are for --model two-layer and mlp: the convnets are the book's"
+                    .into(),
+            );
+        }
         if self.model == Model::TwoLayer
             && (self.hidden.len() != 1 || self.batch_norm || self.dropout > 0.0)
         {
@@ -196,7 +208,7 @@ impl TrainConfig {
     pub fn mlp(&self, input: usize, classes: usize) -> MlpConfig {
         let init = self.init.unwrap_or(match self.model {
             Model::TwoLayer => Init::Std(0.01),
-            Model::Mlp => self.activation.default_init(),
+            Model::Mlp | Model::SimpleCnn | Model::DeepCnn => self.activation.default_init(),
         });
         MlpConfig {
             input_size: input,
@@ -265,8 +277,7 @@ pub fn train(
     }
     let start = Instant::now();
     let mut rng = Rng::new(cfg.seed);
-    let mut net =
-        MultiLayerNet::new::<f32>(&cfg.mlp(data.train.input_size(), data.classes), &mut rng)?;
+    let mut net = build(cfg, data, &mut rng)?;
     let mut optimizer = optim::by_name::<f32>(&cfg.optimizer, cfg.lr)?;
     let (train_set, validation) = split(&data.train, cfg.validation, &mut rng)?;
     let n = train_set.len();
@@ -358,6 +369,22 @@ pub fn train(
     })
 }
 
+/// The network `cfg` describes, for `data`'s image size and classes.
+pub fn build(cfg: &TrainConfig, data: &Mnist, rng: &mut Rng) -> Result<Network<f32>> {
+    let image = (1, data.train.rows(), data.train.cols());
+    let mut net = match cfg.model {
+        Model::TwoLayer | Model::Mlp => {
+            MultiLayerNet::new(&cfg.mlp(data.train.input_size(), data.classes), rng)?
+        }
+        Model::SimpleCnn => SimpleConvNet::new(image, data.classes, rng),
+        Model::DeepCnn => DeepConvNet::new(image, data.classes, rng),
+    };
+    if matches!(cfg.model, Model::SimpleCnn | Model::DeepCnn) {
+        net.set_weight_decay(cfg.weight_decay);
+    }
+    Ok(net)
+}
+
 /// One update on the samples at `indices`: backprop, clip the gradients' global norm to
 /// `clip` if given, let the optimizer step. Returns the mini-batch loss (NaN or infinite when
 /// training diverges; nothing is updated then).
@@ -430,7 +457,7 @@ fn split<'a>(
 
 /// Samples per forward pass when evaluating: large enough for efficient products, small
 /// enough (1.5 MB of f32 input) to stay in cache.
-const EVAL_CHUNK: usize = 500;
+const EVAL_CHUNK: usize = 100;
 
 /// Accuracy of `net` on the whole of `data`, the chunks split over `threads` threads.
 /// The result does not depend on the thread count (it is a count of correct answers).

@@ -228,3 +228,49 @@ fn mlp_trains_from_the_command_line() {
         "{stdout}"
     );
 }
+
+#[test]
+fn the_books_convnets_train_from_the_command_line() {
+    let dir = scratch_dir("cli-cnn");
+    let data = common::mnist();
+    write_dataset(&dir, &data.train.slice(0..300), &data.test.slice(0..100));
+    let dir = dir.to_string_lossy().into_owned();
+    for model in ["simple-cnn", "deep-cnn"] {
+        let out = backprop(&[
+            "train",
+            "--data",
+            &dir,
+            "--model",
+            model,
+            "--optimizer",
+            "adam",
+            "--iters",
+            "3",
+            "--batch-size",
+            "20",
+            "--json",
+        ]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{model}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.lines().last().unwrap().contains("\"iterations\":3"),
+            "{stdout}"
+        );
+    }
+    assert_one_line_error(
+        &backprop(&[
+            "train",
+            "--data",
+            &dir,
+            "--model",
+            "simple-cnn",
+            "--hidden",
+            "20",
+        ]),
+        "--hidden",
+    );
+}

@@ -15,7 +15,8 @@ pub struct TrainArgs {
     /// Directory with the four MNIST IDX files (gzip or raw).
     #[arg(long, default_value = "data/mnist")]
     data: PathBuf,
-    /// two-layer (the book's TwoLayerNet) or mlp (MultiLayerNet: any depth, batch norm, dropout).
+    /// two-layer (the book's TwoLayerNet), mlp (MultiLayerNet: any depth, batch norm,
+    /// dropout), simple-cnn (SimpleConvNet, ch. 7) or deep-cnn (DeepConvNet, ch. 8).
     #[arg(long, default_value = "two-layer")]
     model: String,
     /// Hidden units, one number per hidden layer: 50, or 256,256.
@@ -80,9 +81,11 @@ impl TrainArgs {
         let model = match self.model.as_str() {
             "two-layer" | "twolayer" | "two_layer" => Model::TwoLayer,
             "mlp" => Model::Mlp,
+            "simple-cnn" | "simpleconvnet" => Model::SimpleCnn,
+            "deep-cnn" | "deepconvnet" => Model::DeepCnn,
             other => {
                 return Err(Error::Config(format!(
-                    "--model: {other:?} is not two-layer or mlp"
+                    "--model: {other:?} is not two-layer, mlp, simple-cnn or deep-cnn"
                 )));
             }
         };
@@ -179,6 +182,17 @@ pub fn run(args: TrainArgs) -> Result<ExitCode, Error> {
 
 /// `TwoLayerNet 784-50-10` or `MultiLayerNet 784-256-256-10, relu, He init, batch norm, ...`.
 fn describe(cfg: &TrainConfig, input: usize, classes: usize) -> String {
+    match cfg.model {
+        Model::SimpleCnn => {
+            return "SimpleConvNet: conv 30@5x5 -> relu -> max pool 2x2 -> affine 100 -> relu -> affine, init std 0.01".into();
+        }
+        Model::DeepCnn => {
+            return "DeepConvNet: 6 conv 3x3 (16, 16, 32, 32, 64, 64), relu, max pool after every second -> \
+                    affine 50 -> relu -> dropout 0.5 -> affine -> dropout 0.5, He init"
+                .into();
+        }
+        _ => {}
+    }
     let mlp = cfg.mlp(input, classes);
     let sizes: Vec<String> = std::iter::once(input)
         .chain(mlp.hidden.iter().copied())

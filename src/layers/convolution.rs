@@ -258,7 +258,7 @@ impl<T: Float> Layer<T> for Convolution<T> {
         let x = self.input(x);
         let (n, _, h, w) = x.dim();
         let (oh, ow) = self.window().output(h, w);
-        let col = Lhs::new(im2col(&x.view(), self.window()));
+        let col = Lhs::Dense(im2col(&x.view(), self.window()));
         let y = self.convolve(&col, n, oh, ow);
         self.cache = Some(Cache {
             x_dim: x.dim(),
@@ -271,7 +271,7 @@ impl<T: Float> Layer<T> for Convolution<T> {
         let x = self.input(x);
         let (n, _, h, w) = x.dim();
         let (oh, ow) = self.window().output(h, w);
-        self.convolve(&Lhs::new(im2col(&x.view(), self.window())), n, oh, ow)
+        self.convolve(&Lhs::Dense(im2col(&x.view(), self.window())), n, oh, ow)
     }
 
     fn backward(&mut self, dout: &ArrayD<T>) -> ArrayD<T> {

@@ -60,21 +60,24 @@ impl Pooling {
         Self::new(PoolKind::Max, ph, pw, stride, 0)
     }
 
-    /// The input pixels (y, x) of output (oy, ox), inside the image (padding left out).
-    fn window_pixels(
+    /// The rows and columns of the image that window (oy, ox) covers (padding left out).
+    fn span(
         &self,
         oy: usize,
         ox: usize,
         h: usize,
         w: usize,
-    ) -> impl Iterator<Item = (usize, usize)> + use<> {
+    ) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
         let win = self.window;
-        let y0 = (oy * win.stride) as isize - win.pad as isize;
-        let x0 = (ox * win.stride) as isize - win.pad as isize;
-        (y0..y0 + win.fh as isize)
-            .flat_map(move |y| (x0..x0 + win.fw as isize).map(move |x| (y, x)))
-            .filter(move |&(y, x)| y >= 0 && x >= 0 && (y as usize) < h && (x as usize) < w)
-            .map(|(y, x)| (y as usize, x as usize))
+        let clip = |start: usize, len: usize, size: usize| {
+            let s = start.saturating_sub(win.pad);
+            let e = (start + len).saturating_sub(win.pad).min(size);
+            s..e.max(s)
+        };
+        (
+            clip(oy * win.stride, win.fh, h),
+            clip(ox * win.stride, win.fw, w),
+        )
     }
 
     /// The pooled output, and the flat index of each window's maximum (max pooling).
@@ -84,34 +87,53 @@ impl Pooling {
             .view()
             .into_dimensionality::<Ix4>()
             .expect("Pooling: input must be (N, C, H, W)");
+        let x = x.as_standard_layout();
         let (n, c, h, w) = x.dim();
         let (oh, ow) = self.window.output(h, w);
         let area = T::of((self.window.fh * self.window.fw) as f64);
-        let mut argmax = Vec::new();
-        let mut y = Array4::zeros((n, c, oh, ow));
-        for ((i, ch, oy, ox), out) in y.indexed_iter_mut() {
-            let pixels = self.window_pixels(oy, ox, h, w);
-            match self.kind {
-                PoolKind::Max => {
-                    let mut best = (usize::MAX, T::neg_infinity());
-                    for (yy, xx) in pixels {
-                        let v = x[[i, ch, yy, xx]];
-                        if v > best.1 || best.0 == usize::MAX {
-                            best = ((((i * c) + ch) * h + yy) * w + xx, v);
+        let src = x.as_slice().expect("standard layout");
+        let mut argmax = Vec::with_capacity(if self.kind == PoolKind::Max {
+            n * c * oh * ow
+        } else {
+            0
+        });
+        let mut y = Vec::with_capacity(n * c * oh * ow);
+        for plane in 0..n * c {
+            let base = plane * h * w;
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let (rows, cols) = self.span(oy, ox, h, w);
+                    match self.kind {
+                        PoolKind::Max => {
+                            let mut best = (usize::MAX, T::neg_infinity());
+                            for yy in rows {
+                                for xx in cols.clone() {
+                                    let v = src[base + yy * w + xx];
+                                    if v > best.1 || best.0 == usize::MAX {
+                                        best = (base + yy * w + xx, v);
+                                    }
+                                }
+                            }
+                            y.push(best.1);
+                            argmax.push(best.0);
+                        }
+                        PoolKind::Average => {
+                            let mut sum = T::zero();
+                            for yy in rows {
+                                for xx in cols.clone() {
+                                    sum = sum + src[base + yy * w + xx];
+                                }
+                            }
+                            y.push(sum / area);
                         }
                     }
-                    *out = best.1;
-                    argmax.push(best.0);
-                }
-                PoolKind::Average => {
-                    *out = pixels
-                        .map(|(yy, xx)| x[[i, ch, yy, xx]])
-                        .fold(T::zero(), |a, b| a + b)
-                        / area
                 }
             }
         }
-        (y, argmax)
+        (
+            Array4::from_shape_vec((n, c, oh, ow), y).expect("one value per window"),
+            argmax,
+        )
     }
 }
 
@@ -161,8 +183,11 @@ impl<T: Float> Layer<T> for Pooling {
                 // each window's gradient is shared equally by its pixels
                 let area = T::of((self.window.fh * self.window.fw) as f64);
                 for ((i, ch, oy, ox), &g) in dy.indexed_iter() {
-                    for (yy, xx) in self.window_pixels(oy, ox, h, w) {
-                        dx[[i, ch, yy, xx]] = dx[[i, ch, yy, xx]] + g / area;
+                    let (rows, cols) = self.span(oy, ox, h, w);
+                    for yy in rows {
+                        for xx in cols.clone() {
+                            dx[[i, ch, yy, xx]] = dx[[i, ch, yy, xx]] + g / area;
+                        }
                     }
                 }
             }

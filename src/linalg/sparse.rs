@@ -231,11 +231,16 @@ fn sparse_ab<T: Float, const FMA: bool>(a: &SparseRows<T>, b: &[T], c: &mut [T],
             continue; // e.g. a pixel that no image of the batch inks: nothing to add
         }
         if n < BLOCK {
-            for (j, c_ij) in c_row.iter_mut().enumerate() {
-                for (&k, &v) in cols.iter().zip(vals) {
-                    *c_ij = madd::<T, FMA>(*c_ij, v, b[k as usize * n + j]);
+            // Narrow C (a convolution's few filters): the row is summed in a local buffer.
+            let mut acc = [T::zero(); BLOCK];
+            acc[..n].copy_from_slice(c_row);
+            for (&k, &v) in cols.iter().zip(vals) {
+                let b_row = &b[k as usize * n..(k as usize + 1) * n];
+                for (a, &bv) in acc[..n].iter_mut().zip(b_row) {
+                    *a = madd::<T, FMA>(*a, v, bv);
                 }
             }
+            c_row.copy_from_slice(&acc[..n]);
             continue;
         }
         // NOTE: a block that would pass column N is moved back to end at N; it then overlaps
