@@ -31,6 +31,7 @@
 
 pub mod compare;
 pub mod data;
+pub mod describe;
 pub mod error;
 mod float;
 pub mod gradcheck;

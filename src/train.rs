@@ -24,6 +24,8 @@ pub enum Model {
     SimpleCnn,
     /// The book's DeepConvNet (ch. 8).
     DeepCnn,
+    /// Layers from a text description ([`crate::describe`]), in [`TrainConfig::layers`].
+    Described,
 }
 
 /// How mini-batches are drawn.
@@ -101,6 +103,8 @@ impl Schedule {
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrainConfig {
     pub model: Model,
+    /// The layer description of [`Model::Described`].
+    pub layers: Option<String>,
     /// Units of each hidden layer (book: [50]).
     pub hidden: Vec<usize>,
     pub activation: Activation,
@@ -136,6 +140,7 @@ impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
             model: Model::TwoLayer,
+            layers: None,
             hidden: vec![50],
             activation: Activation::Relu,
             init: None,
@@ -165,7 +170,11 @@ impl TrainConfig {
         }
         let mlp_options =
             self.hidden != [50] || self.batch_norm || self.dropout > 0.0 || self.init.is_some();
-        if matches!(self.model, Model::SimpleCnn | Model::DeepCnn) && mlp_options {
+        if matches!(
+            self.model,
+            Model::SimpleCnn | Model::DeepCnn | Model::Described
+        ) && mlp_options
+        {
             return bad(
                 "--hidden, --init, --batch-norm and --dropout are for --model two-layer and mlp: the convnets are the book's"
                     .into(),
@@ -208,7 +217,9 @@ impl TrainConfig {
     pub fn mlp(&self, input: usize, classes: usize) -> MlpConfig {
         let init = self.init.unwrap_or(match self.model {
             Model::TwoLayer => Init::Std(0.01),
-            Model::Mlp | Model::SimpleCnn | Model::DeepCnn => self.activation.default_init(),
+            Model::Mlp | Model::SimpleCnn | Model::DeepCnn | Model::Described => {
+                self.activation.default_init()
+            }
         });
         MlpConfig {
             input_size: input,
@@ -378,8 +389,15 @@ pub fn build(cfg: &TrainConfig, data: &Mnist, rng: &mut Rng) -> Result<Network<f
         }
         Model::SimpleCnn => SimpleConvNet::new(image, data.classes, rng),
         Model::DeepCnn => DeepConvNet::new(image, data.classes, rng),
+        Model::Described => {
+            let text = cfg
+                .layers
+                .as_deref()
+                .ok_or_else(|| Error::Config("--layers: no description given".into()))?;
+            crate::describe::from_description(text, image, data.classes, rng)?
+        }
     };
-    if matches!(cfg.model, Model::SimpleCnn | Model::DeepCnn) {
+    if !matches!(cfg.model, Model::TwoLayer | Model::Mlp) {
         net.set_weight_decay(cfg.weight_decay);
     }
     Ok(net)

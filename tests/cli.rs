@@ -274,3 +274,39 @@ fn the_books_convnets_train_from_the_command_line() {
         "--hidden",
     );
 }
+
+#[test]
+fn a_layer_description_trains_and_its_mistakes_name_the_line() {
+    let dir = scratch_dir("cli-layers");
+    let data = common::mnist();
+    write_dataset(&dir, &data.train.slice(0..200), &data.test.slice(0..100));
+    let net = dir.join("net.txt");
+    std::fs::write(&net, "conv 4 3 pad=1\nrelu\npool max 2\naffine classes\n").unwrap();
+    let (dir, net) = (
+        dir.to_string_lossy().into_owned(),
+        net.to_string_lossy().into_owned(),
+    );
+    let out = backprop(&[
+        "train",
+        "--data",
+        &dir,
+        "--layers",
+        &net,
+        "--iters",
+        "3",
+        "--batch-size",
+        "20",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(&net, "conv 4 3\nrelu\nmaxpool 2\naffine classes\n").unwrap();
+    let out = backprop(&["train", "--data", &dir, "--layers", &net, "--iters", "3"]);
+    assert_one_line_error(&out, "line 3: unknown layer \"maxpool\"");
+    assert_one_line_error(
+        &backprop(&["train", "--data", &dir, "--layers", "no/such/net.txt"]),
+        "no/such/net.txt",
+    );
+}

@@ -19,6 +19,10 @@ pub struct TrainArgs {
     /// dropout), simple-cnn (SimpleConvNet, ch. 7) or deep-cnn (DeepConvNet, ch. 8).
     #[arg(long, default_value = "two-layer")]
     model: String,
+    /// A file describing the layers, one a line (conv, pool, affine, relu, ...; see the
+    /// README), instead of --model.
+    #[arg(long, conflicts_with = "model")]
+    layers: Option<PathBuf>,
     /// Hidden units, one number per hidden layer: 50, or 256,256.
     #[arg(long, default_value = "50")]
     hidden: String,
@@ -78,7 +82,15 @@ pub struct TrainArgs {
 impl TrainArgs {
     /// The checked configuration; errors name the flag.
     fn config(&self) -> Result<TrainConfig, Error> {
+        let layers = match &self.layers {
+            Some(path) => Some(std::fs::read_to_string(path).map_err(|source| Error::Io {
+                path: path.clone(),
+                source,
+            })?),
+            None => None,
+        };
         let model = match self.model.as_str() {
+            _ if layers.is_some() => Model::Described,
             "two-layer" | "twolayer" | "two_layer" => Model::TwoLayer,
             "mlp" => Model::Mlp,
             "simple-cnn" | "simpleconvnet" => Model::SimpleCnn,
@@ -125,6 +137,7 @@ impl TrainArgs {
         };
         let cfg = TrainConfig {
             model,
+            layers,
             hidden,
             activation: Activation::parse(&self.activation)?,
             init: self.init.as_deref().map(Init::parse).transpose()?,
@@ -159,10 +172,13 @@ pub fn run(args: TrainArgs) -> Result<ExitCode, Error> {
         data.classes,
         args.data.display()
     );
-    println!(
-        "model: {}",
-        describe(&cfg, data.train.input_size(), data.classes)
-    );
+    match &args.layers {
+        Some(path) => println!("model: the layers described in {}", path.display()),
+        None => println!(
+            "model: {}",
+            describe(&cfg, data.train.input_size(), data.classes)
+        ),
+    }
     println!("training: {}", describe_training(&cfg));
     let trained = train::train(&cfg, &data, print_epoch)?;
     let s = &trained.summary;
@@ -186,6 +202,7 @@ fn describe(cfg: &TrainConfig, input: usize, classes: usize) -> String {
         Model::SimpleCnn => {
             return "SimpleConvNet: conv 30@5x5 -> relu -> max pool 2x2 -> affine 100 -> relu -> affine, init std 0.01".into();
         }
+        Model::Described => return "the layers of the --layers file".into(),
         Model::DeepCnn => {
             return "DeepConvNet: 6 conv 3x3 (16, 16, 32, 32, 64, 64), relu, max pool after every second -> \
                     affine 50 -> relu -> dropout 0.5 -> affine -> dropout 0.5, He init"
