@@ -1,0 +1,69 @@
+//! Convolution and pooling forward + backward at the shapes of SimpleConvNet and DeepConvNet,
+//! batch 100.
+//!
+//!     cargo bench --bench conv
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use backprop::Rng;
+use backprop::layers::{Convolution, Layer, Pooling};
+use criterion::{Criterion, criterion_group, criterion_main};
+use ndarray::{Array1, Array4, ArrayD};
+
+fn random(shape: (usize, usize, usize, usize), rng: &mut Rng) -> ArrayD<f32> {
+    Array4::from_shape_simple_fn(shape, || rng.normal() as f32).into_dyn()
+}
+
+fn bench_conv(c: &mut Criterion) {
+    let mut rng = Rng::new(0);
+    // (name, filters, channels, size, pad, input H = W)
+    let convs = [
+        ("SimpleConvNet conv1 30@5x5 on 1x28x28", 30, 1, 5, 0, 28),
+        ("DeepConvNet conv2 16@3x3 on 16x28x28", 16, 16, 3, 1, 28),
+        (
+            "DeepConvNet conv4 32@3x3 pad 2 on 32x14x14",
+            32,
+            32,
+            3,
+            2,
+            14,
+        ),
+        ("DeepConvNet conv6 64@3x3 on 64x8x8", 64, 64, 3, 1, 8),
+    ];
+    for (name, f, ch, k, pad, hw) in convs {
+        let w = Array4::from_shape_simple_fn((f, ch, k, k), || 0.1 * rng.normal() as f32);
+        let mut conv = Convolution::new(w, Array1::zeros(f), 1, pad);
+        let x = random((100, ch, hw, hw), &mut rng);
+        let y = conv.forward(x.clone());
+        let dy = ArrayD::from_elem(y.raw_dim(), 0.01f32);
+        c.bench_function(&format!("{name}: forward + backward, batch 100"), |b| {
+            b.iter(|| {
+                conv.forward(black_box(x.clone()));
+                conv.backward(&dy)
+            })
+        });
+    }
+    for (name, ch, hw) in [
+        ("SimpleConvNet pool 2x2 on 30x24x24", 30, 24),
+        ("DeepConvNet pool1 2x2 on 16x28x28", 16, 28),
+    ] {
+        let mut pool = Pooling::max(2, 2, 2);
+        let x = random((100, ch, hw, hw), &mut rng);
+        let y = Layer::<f32>::forward(&mut pool, x.clone());
+        let dy = ArrayD::from_elem(y.raw_dim(), 0.01f32);
+        c.bench_function(&format!("{name}: forward + backward, batch 100"), |b| {
+            b.iter(|| {
+                Layer::<f32>::forward(&mut pool, black_box(x.clone()));
+                Layer::<f32>::backward(&mut pool, &dy)
+            })
+        });
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(20).measurement_time(Duration::from_secs(4));
+    targets = bench_conv
+}
+criterion_main!(benches);
