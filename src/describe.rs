@@ -128,6 +128,11 @@ pub fn from_description<T: Float>(
                 };
                 let k = count(1)?;
                 let (stride, pad) = (option("stride", k)?.max(1), option("pad", 0)?);
+                if 2 * pad > k {
+                    return Err(err(format!(
+                        "padding {pad} is more than half the {k}x{k} window"
+                    )));
+                }
                 if h + 2 * pad < k || w + 2 * pad < k {
                     return Err(err(format!(
                         "a {k}x{k} window does not fit the {h}x{w} image"
@@ -278,6 +283,10 @@ mod tests {
             (
                 "conv 4 3 step=2\naffine classes",
                 "line 1: unknown option \"step\"",
+            ),
+            (
+                "pool max 2 pad=2\naffine classes",
+                "line 1: padding 2 is more than half",
             ),
             ("affine 7", "end with `affine classes`"),
             ("# nothing\n", "no layers"),

@@ -193,13 +193,20 @@ impl<T: Float> Convolution<T> {
         y.rows_mut().into_iter().for_each(|mut r| r.assign(&self.b));
         let wt = self.w_rows().t().as_standard_layout().into_owned(); // (C·FH·FW, FN)
         col.matmul_acc(&wt.view(), &mut y.view_mut());
-        let y = y
-            .into_shape_with_order((n, oh, ow, fn_))
-            .expect("same element count");
-        y.permuted_axes([0, 3, 1, 2])
-            .as_standard_layout()
-            .into_owned()
-            .into_dyn()
+        // (N·OH·OW, FN) -> (N, FN, OH, OW): each image's block transposed
+        let (rows, p) = (y.as_slice().expect("new arrays are contiguous"), oh * ow);
+        let mut out = vec![T::zero(); n * fn_ * p];
+        for (image, block) in out
+            .chunks_exact_mut(fn_ * p)
+            .zip(rows.chunks_exact(p * fn_))
+        {
+            for (q, row) in block.chunks_exact(fn_).enumerate() {
+                for (f, &v) in row.iter().enumerate() {
+                    image[f * p + q] = v;
+                }
+            }
+        }
+        ArrayD::from_shape_vec(vec![n, fn_, oh, ow], out).expect("one value per output")
     }
 
     /// dy (N, FN, OH, OW) as (N·OH·OW, FN).
@@ -216,12 +223,21 @@ impl<T: Float> Convolution<T> {
             "Convolution::backward: dout {:?}",
             dy.shape()
         );
-        let rows = dy
-            .permuted_axes([0, 2, 3, 1])
-            .as_standard_layout()
-            .into_owned();
-        rows.into_shape_with_order((n * oh * ow, fn_))
-            .expect("same element count")
+        let dy = dy.as_standard_layout();
+        let (src, p) = (dy.as_slice().expect("standard layout"), oh * ow);
+        // (N, FN, OH, OW) -> (N·OH·OW, FN): each image's block transposed
+        let mut rows = vec![T::zero(); n * p * fn_];
+        for (block, image) in rows
+            .chunks_exact_mut(p * fn_)
+            .zip(src.chunks_exact(fn_ * p))
+        {
+            for (f, plane) in image.chunks_exact(p).enumerate() {
+                for (q, &v) in plane.iter().enumerate() {
+                    block[q * fn_ + f] = v;
+                }
+            }
+        }
+        Array2::from_shape_vec((n * p, fn_), rows).expect("one value per output")
     }
 
     /// dW = dyᵀ·col (as (FN, C, FH, FW)), db = Σ dy; returns dy as rows.

@@ -42,6 +42,11 @@ impl Pooling {
             ph > 0 && pw > 0 && stride > 0,
             "Pooling: window {ph}x{pw} stride {stride}"
         );
+        // NOTE: as PyTorch, padding at most half the window, so no window is all padding.
+        assert!(
+            2 * pad <= ph.min(pw),
+            "Pooling: padding {pad} is more than half the {ph}x{pw} window"
+        );
         Pooling {
             kind,
             window: Window {
@@ -105,12 +110,14 @@ impl Pooling {
                     let (rows, cols) = self.span(oy, ox, h, w);
                     match self.kind {
                         PoolKind::Max => {
-                            let mut best = (usize::MAX, T::neg_infinity());
+                            // the window's first pixel, then the first larger one
+                            let first = base + rows.start * w + cols.start;
+                            let mut best = (first, src[first]);
                             for yy in rows {
-                                for xx in cols.clone() {
-                                    let v = src[base + yy * w + xx];
-                                    if v > best.1 || best.0 == usize::MAX {
-                                        best = (base + yy * w + xx, v);
+                                let line = base + yy * w + cols.start;
+                                for (k, &v) in src[line..line + cols.len()].iter().enumerate() {
+                                    if v > best.1 {
+                                        best = (line + k, v);
                                     }
                                 }
                             }
@@ -120,9 +127,8 @@ impl Pooling {
                         PoolKind::Average => {
                             let mut sum = T::zero();
                             for yy in rows {
-                                for xx in cols.clone() {
-                                    sum = sum + src[base + yy * w + xx];
-                                }
+                                let line = base + yy * w + cols.start;
+                                sum = src[line..line + cols.len()].iter().fold(sum, |a, &v| a + v);
                             }
                             y.push(sum / area);
                         }
