@@ -123,6 +123,22 @@ pub fn col2im<T: Float>(
     x
 }
 
+/// Transposes each consecutive (rows, cols) block of `src`, row-major, into (cols, rows).
+fn transpose_blocks<T: Float>(src: &[T], rows: usize, cols: usize) -> Vec<T> {
+    let mut out = vec![T::zero(); src.len()];
+    for (to, from) in out
+        .chunks_exact_mut(rows * cols)
+        .zip(src.chunks_exact(rows * cols))
+    {
+        for (r, line) in from.chunks_exact(cols).enumerate() {
+            for (c, &v) in line.iter().enumerate() {
+                to[c * rows + r] = v;
+            }
+        }
+    }
+    out
+}
+
 /// (i, j, k) for i < a, j < b, k < c, in row-major order.
 fn iproduct3(a: usize, b: usize, c: usize) -> impl Iterator<Item = (usize, usize, usize)> {
     (0..a).flat_map(move |i| (0..b).flat_map(move |j| (0..c).map(move |k| (i, j, k))))
@@ -194,18 +210,11 @@ impl<T: Float> Convolution<T> {
         let wt = self.w_rows().t().as_standard_layout().into_owned(); // (C·FH·FW, FN)
         col.matmul_acc(&wt.view(), &mut y.view_mut());
         // (N·OH·OW, FN) -> (N, FN, OH, OW): each image's block transposed
-        let (rows, p) = (y.as_slice().expect("new arrays are contiguous"), oh * ow);
-        let mut out = vec![T::zero(); n * fn_ * p];
-        for (image, block) in out
-            .chunks_exact_mut(fn_ * p)
-            .zip(rows.chunks_exact(p * fn_))
-        {
-            for (q, row) in block.chunks_exact(fn_).enumerate() {
-                for (f, &v) in row.iter().enumerate() {
-                    image[f * p + q] = v;
-                }
-            }
-        }
+        let out = transpose_blocks(
+            y.as_slice().expect("new arrays are contiguous"),
+            oh * ow,
+            fn_,
+        );
         ArrayD::from_shape_vec(vec![n, fn_, oh, ow], out).expect("one value per output")
     }
 
@@ -224,20 +233,9 @@ impl<T: Float> Convolution<T> {
             dy.shape()
         );
         let dy = dy.as_standard_layout();
-        let (src, p) = (dy.as_slice().expect("standard layout"), oh * ow);
         // (N, FN, OH, OW) -> (N·OH·OW, FN): each image's block transposed
-        let mut rows = vec![T::zero(); n * p * fn_];
-        for (block, image) in rows
-            .chunks_exact_mut(p * fn_)
-            .zip(src.chunks_exact(fn_ * p))
-        {
-            for (f, plane) in image.chunks_exact(p).enumerate() {
-                for (q, &v) in plane.iter().enumerate() {
-                    block[q * fn_ + f] = v;
-                }
-            }
-        }
-        Array2::from_shape_vec((n * p, fn_), rows).expect("one value per output")
+        let rows = transpose_blocks(dy.as_slice().expect("standard layout"), fn_, oh * ow);
+        Array2::from_shape_vec((n * oh * ow, fn_), rows).expect("one value per output")
     }
 
     /// dW = dyᵀ·col (as (FN, C, FH, FW)), db = Σ dy; returns dy as rows.

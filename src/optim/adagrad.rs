@@ -2,7 +2,7 @@
 
 use ndarray::Zip;
 
-use super::{Optimizer, OptimizerState, Slots, no_leftovers};
+use super::{Optimizer, OptimizerState, Slots};
 use crate::Float;
 use crate::error::Result;
 use crate::layers::Param;
@@ -75,18 +75,11 @@ impl<T: Float> Optimizer<T> for AdaGrad<T> {
     }
 
     fn state(&self) -> OptimizerState<T> {
-        let mut state = OptimizerState {
-            steps: self.steps,
-            ..Default::default()
-        };
-        self.h.save("h", &mut state);
-        state
+        self.h.state("h", self.steps)
     }
 
-    fn set_state(&mut self, mut state: OptimizerState<T>) -> Result<()> {
-        let h = Slots::load("h", &mut state);
-        no_leftovers("adagrad", &state)?;
-        (self.h, self.steps) = (h, state.steps);
+    fn set_state(&mut self, state: OptimizerState<T>) -> Result<()> {
+        (self.h, self.steps) = Slots::restore("h", "adagrad", state)?;
         Ok(())
     }
 }

@@ -79,6 +79,28 @@ impl<T: Float> Slots<T> {
         slot
     }
 
+    /// The whole state of an optimizer whose only buffers these are, as `kind`.
+    fn state(&self, kind: &str, steps: u64) -> OptimizerState<T> {
+        let mut state = OptimizerState {
+            steps,
+            ..Default::default()
+        };
+        self.save(kind, &mut state);
+        state
+    }
+
+    /// The buffers and step count of an optimizer whose only buffers are `kind`; anything
+    /// else in `state` is refused, naming the optimizer.
+    fn restore(
+        kind: &str,
+        optimizer: &str,
+        mut state: OptimizerState<T>,
+    ) -> Result<(Slots<T>, u64)> {
+        let slots = Slots::load(kind, &mut state);
+        no_leftovers(optimizer, &state)?;
+        Ok((slots, state.steps))
+    }
+
     /// Adds these buffers to `state` as `"<kind>.<parameter>"`.
     fn save(&self, kind: &str, state: &mut OptimizerState<T>) {
         for (name, buffer) in &self.by_param {

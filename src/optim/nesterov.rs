@@ -2,7 +2,7 @@
 
 use ndarray::Zip;
 
-use super::{Optimizer, OptimizerState, Slots, no_leftovers};
+use super::{Optimizer, OptimizerState, Slots};
 use crate::Float;
 use crate::error::Result;
 use crate::layers::Param;
@@ -79,18 +79,11 @@ impl<T: Float> Optimizer<T> for Nesterov<T> {
     }
 
     fn state(&self) -> OptimizerState<T> {
-        let mut state = OptimizerState {
-            steps: self.steps,
-            ..Default::default()
-        };
-        self.velocity.save("velocity", &mut state);
-        state
+        self.velocity.state("velocity", self.steps)
     }
 
-    fn set_state(&mut self, mut state: OptimizerState<T>) -> Result<()> {
-        let velocity = Slots::load("velocity", &mut state);
-        no_leftovers("nesterov", &state)?;
-        (self.velocity, self.steps) = (velocity, state.steps);
+    fn set_state(&mut self, state: OptimizerState<T>) -> Result<()> {
+        (self.velocity, self.steps) = Slots::restore("velocity", "nesterov", state)?;
         Ok(())
     }
 }
