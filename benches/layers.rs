@@ -35,7 +35,7 @@ fn bench_layers(c: &mut Criterion) {
     let lhs = Lhs::new(x.clone());
     let mut y = Array2::<f32>::zeros((100, 50));
     c.bench_function("sparse product X·W1 (100x784 · 784x50), indexed", |b| {
-        b.iter(|| lhs.matmul_acc(&w1.view(), &mut y.view_mut()))
+        b.iter(|| lhs.matmul_acc(&w1.view(), &mut y.view_mut(), 1))
     });
     let csr = SparseRows::index(x.as_slice().unwrap(), 784, 0.6).unwrap();
     c.bench_function("sparse index transpose (CSR of X -> CSR of Xᵀ)", |b| {
@@ -46,7 +46,7 @@ fn bench_layers(c: &mut Criterion) {
     let mut dw = Array2::<f32>::zeros((784, 50));
     c.bench_function(
         "sparse product Xᵀ·dY (784x100 · 100x50), indexed",
-        |b| b.iter(|| lhs.matmul_tn_acc(&dy_2d.view(), &mut dw.view_mut())),
+        |b| b.iter(|| lhs.matmul_tn_acc(&dy_2d.view(), &mut dw.view_mut(), 1)),
     );
     c.bench_function("sparse product Xᵀ·dY, transposed index given", |b| {
         b.iter(|| csc.matmul_acc(dy_2d.as_slice().unwrap(), dw.as_slice_mut().unwrap()))

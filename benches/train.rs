@@ -1,4 +1,6 @@
-//! W1, the book's ch05 run: one training step, and the whole default `backprop train`.
+//! W1, the book's ch05 run: one training step, and the whole default `backprop train`; one
+//! training step (batch 100, Adam) of SimpleConvNet and DeepConvNet on two threads, and their
+//! evaluation of 1000 images.
 //!
 //!     cargo bench --bench train
 //!
@@ -9,12 +11,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use backprop::data::Mnist;
-use backprop::optim::Sgd;
+use backprop::optim::{Adam, AdamConfig, Sgd};
 use backprop::train::{self, TrainConfig};
-use backprop::{Rng, TwoLayerNet};
+use backprop::{DeepConvNet, Network, Rng, SimpleConvNet, TwoLayerNet};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn bench_train(c: &mut Criterion) {
+    backprop::alloc::keep_freed_memory();
     let data = Mnist::load(Path::new("data/mnist")).expect("run from the repository root");
 
     let mut rng = Rng::new(0);
@@ -29,6 +32,34 @@ fn bench_train(c: &mut Criterion) {
             train::step(&mut net, &mut sgd, &data.train, black_box(&indices), None)
         })
     });
+
+    for (name, build) in [
+        (
+            "SimpleConvNet",
+            SimpleConvNet::new as fn((usize, usize, usize), usize, &mut Rng) -> Network<f32>,
+        ),
+        ("DeepConvNet", DeepConvNet::new),
+    ] {
+        let mut rng = Rng::new(0);
+        let mut net = build((1, 28, 28), 10, &mut rng);
+        net.set_threads(2);
+        let mut adam = Adam::new(AdamConfig::default());
+        let mut group = c.benchmark_group(name);
+        group.sample_size(20);
+        group.bench_function("step: batch 100, Adam, 2 threads", |b| {
+            b.iter(|| {
+                indices
+                    .iter_mut()
+                    .for_each(|i| *i = rng.below(data.train.len()));
+                train::step(&mut net, &mut adam, &data.train, black_box(&indices), None)
+            })
+        });
+        let eval = data.test.slice(0..1000);
+        group.bench_function("evaluation of 1000 images, 2 threads", |b| {
+            b.iter(|| train::accuracy(&net, black_box(&eval), 2))
+        });
+        group.finish();
+    }
 
     let cfg = TrainConfig::default();
     let mut group = c.benchmark_group("W1 run");

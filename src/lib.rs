@@ -29,6 +29,7 @@
 //! assert!(loss > 0.0 && report.iter().all(|r| r.max_rel_err < 1e-6));
 //! ```
 
+pub mod alloc;
 pub mod compare;
 pub mod data;
 pub mod describe;
@@ -41,6 +42,7 @@ pub mod linalg;
 pub mod models;
 mod network;
 pub mod optim;
+pub mod parallel;
 mod rng;
 pub mod train;
 

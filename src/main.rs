@@ -32,6 +32,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    backprop::alloc::keep_freed_memory();
     let result = match Cli::parse().command {
         Command::Train(args) => cmd::train::run(*args),
         Command::Gradcheck(args) => cmd::gradcheck::run(args),

@@ -265,6 +265,15 @@ impl<T: Float> Network<T> {
         self.layers.iter_mut().for_each(|l| l.layer.hold_mask(hold));
     }
 
+    /// Threads each layer may use in training forward and backward (see
+    /// [`Layer::set_threads`]); the results do not depend on it.
+    pub fn set_threads(&mut self, threads: usize) -> &mut Self {
+        self.layers
+            .iter_mut()
+            .for_each(|l| l.layer.set_threads(threads));
+        self
+    }
+
     /// Total number of learnable scalars.
     pub fn num_params(&mut self) -> usize {
         self.params().iter().map(|(_, p)| p.value.len()).sum()

@@ -253,6 +253,8 @@ pub struct EpochReport {
     pub elapsed_s: f64,
     /// Seconds this epoch took, its evaluation included.
     pub epoch_s: f64,
+    /// Seconds of this epoch's updates alone (what the peers' scripts time).
+    pub train_s: f64,
 }
 
 /// The end of a run.
@@ -289,6 +291,7 @@ pub fn train(
     let start = Instant::now();
     let mut rng = Rng::new(cfg.seed);
     let mut net = build(cfg, data, &mut rng)?;
+    net.set_threads(cfg.threads);
     let mut optimizer = optim::by_name::<f32>(&cfg.optimizer, cfg.lr)?;
     let (train_set, validation) = split(&data.train, cfg.validation, &mut rng)?;
     let n = train_set.len();
@@ -338,6 +341,7 @@ pub fn train(
         (epoch_loss, epoch_iters, last_loss) = (epoch_loss + loss, epoch_iters + 1, loss);
 
         if within + 1 == iters_per_epoch {
+            let train_s = epoch_start.elapsed().as_secs_f64();
             let report = EpochReport {
                 epoch: epoch + 1,
                 iteration: i + 1,
@@ -348,6 +352,7 @@ pub fn train(
                 lr,
                 elapsed_s: start.elapsed().as_secs_f64(),
                 epoch_s: epoch_start.elapsed().as_secs_f64(),
+                train_s,
             };
             (epoch_loss, epoch_iters, epoch_start) = (0.0, 0, Instant::now());
             on_epoch(&report);

@@ -273,7 +273,7 @@ fn print_epoch(r: &EpochReport) {
         .validation_accuracy
         .map_or(String::new(), |v| format!("  val acc {v:.4}"));
     println!(
-        "epoch {:>3}  iter {:>6}  loss {:.4}  train acc {:.4}{val}  test acc {:.4}  lr {:.3e}  {:>6.2} s/epoch  {:>7.2} s",
+        "epoch {:>3}  iter {:>6}  loss {:.4}  train acc {:.4}{val}  test acc {:.4}  lr {:.3e}  {:>6.2} s/epoch (updates {:.2} s)  {:>7.2} s",
         r.epoch,
         r.iteration,
         r.loss,
@@ -281,6 +281,7 @@ fn print_epoch(r: &EpochReport) {
         r.test_accuracy,
         r.lr,
         r.epoch_s,
+        r.train_s,
         r.elapsed_s
     );
 }

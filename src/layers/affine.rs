@@ -27,6 +27,7 @@ pub struct Affine<T: Float = f32> {
     pub db: Array1<T>,      // (D_out)
     x: Option<Lhs<T>>,      // (N, D_in), the flattened input kept for dW (indexed if sparse)
     x_shape: Option<IxDyn>, // the input's original shape, for dx
+    threads: usize,
 }
 
 impl<T: Float> Affine<T> {
@@ -49,6 +50,7 @@ impl<T: Float> Affine<T> {
             db,
             x: None,
             x_shape: None,
+            threads: 1,
         }
     }
 
@@ -76,7 +78,7 @@ impl<T: Float> Affine<T> {
     /// y = x·W + b, with y preset to b so that the product accumulates onto it.
     /// (Lhs skips the zeros of a mostly-zero input, such as an MNIST batch.)
     #[track_caller]
-    fn affine(&self, x: &Lhs<T>) -> Array2<T> {
+    fn affine(&self, x: &Lhs<T>, threads: usize) -> Array2<T> {
         assert_eq!(
             x.dim().1,
             self.w.nrows(),
@@ -86,7 +88,7 @@ impl<T: Float> Affine<T> {
         );
         let mut y = Array2::zeros((x.dim().0, self.w.ncols()));
         y.rows_mut().into_iter().for_each(|mut r| r.assign(&self.b));
-        x.matmul_acc(&self.w.view(), &mut y.view_mut());
+        x.matmul_acc(&self.w.view(), &mut y.view_mut(), threads);
         y
     }
 
@@ -108,7 +110,7 @@ impl<T: Float> Affine<T> {
             dy.dim()
         );
         self.dw.fill(T::zero());
-        x.matmul_tn_acc(&dy, &mut self.dw.view_mut());
+        x.matmul_tn_acc(&dy, &mut self.dw.view_mut(), self.threads);
         self.db = dy.sum_axis(Axis(0));
     }
 }
@@ -121,13 +123,13 @@ impl<T: Float> Layer<T> for Affine<T> {
     fn forward(&mut self, x: ArrayD<T>) -> ArrayD<T> {
         self.x_shape = Some(x.raw_dim());
         let x = Lhs::new(self.flatten(x));
-        let y = self.affine(&x);
+        let y = self.affine(&x, self.threads);
         self.x = Some(x);
         y.into_dyn()
     }
 
     fn predict(&self, x: ArrayD<T>) -> ArrayD<T> {
-        self.affine(&Lhs::new(self.flatten(x))).into_dyn()
+        self.affine(&Lhs::new(self.flatten(x)), 1).into_dyn()
     }
 
     fn forward_input(&mut self, x: Input<T>) -> ArrayD<T> {
@@ -136,7 +138,7 @@ impl<T: Float> Layer<T> for Affine<T> {
             Input::Sparse(x) => {
                 self.x_shape = Some(ndarray::IxDyn(&[x.nrows(), x.ncols()]));
                 let x = Lhs::Sparse(x);
-                let y = self.affine(&x);
+                let y = self.affine(&x, self.threads);
                 self.x = Some(x);
                 y.into_dyn()
             }
@@ -146,7 +148,7 @@ impl<T: Float> Layer<T> for Affine<T> {
     fn predict_input(&self, x: Input<T>) -> ArrayD<T> {
         match x {
             Input::Dense(x) => self.predict(x),
-            Input::Sparse(x) => self.affine(&Lhs::Sparse(x)).into_dyn(),
+            Input::Sparse(x) => self.affine(&Lhs::Sparse(x), 1).into_dyn(),
         }
     }
 
@@ -155,7 +157,7 @@ impl<T: Float> Layer<T> for Affine<T> {
         let dy = dout.view().into_dimensionality::<Ix2>().unwrap();
         // dx = dy·Wᵀ, then back to the input's original shape
         let mut dx = Array2::zeros((dy.nrows(), self.w.nrows()));
-        matmul_nt(&dy, &self.w.view(), &mut dx.view_mut());
+        matmul_nt(&dy, &self.w.view(), &mut dx.view_mut(), self.threads);
         let shape = self.x_shape.clone().expect("set by forward");
         dx.into_shape_with_order(shape).expect("same element count")
     }
@@ -164,6 +166,10 @@ impl<T: Float> Layer<T> for Affine<T> {
         // NOTE: the first layer's dx (the gradient w.r.t. the images) is a third of the
         // arithmetic of a two-layer step and nobody uses it: skip it.
         self.param_grads(dout);
+    }
+
+    fn set_threads(&mut self, threads: usize) {
+        self.threads = threads.max(1);
     }
 
     fn params(&mut self) -> Vec<Param<'_, T>> {

@@ -1,10 +1,11 @@
-//! 2-D convolution through im2col and a matrix product.
+//! 2-D convolution through im2col and matrix products, image by image.
 
-use ndarray::{Array1, Array2, Array4, ArrayD, Axis, Ix4};
+use ndarray::linalg::general_mat_mul;
+use ndarray::{Array1, Array2, Array4, ArrayD, ArrayView2, ArrayViewMut2, Ix4};
 
 use super::{Layer, Param};
 use crate::Float;
-use crate::linalg::{Lhs, matmul_nt};
+use crate::parallel::{self, PARTS};
 
 /// Convolution (the book's `Convolution`, ch. 7.4): `FN` filters of `C x FH x FW` slid over
 /// the input with a stride and zero padding.
@@ -13,15 +14,20 @@ use crate::linalg::{Lhs, matmul_nt};
 /// `x: (N, C, H, W) -> (N, FN, OH, OW)`, `OH = (H + 2P - FH) / S + 1`, `OW` alike (rounded
 /// down: a window that would pass the padded edge is not taken).
 ///
-/// # Forward and gradient
+/// # Forward and gradient, image by image (`Q = OH·OW` output positions)
 /// ```text
-/// col  = im2col(x)                 (N·OH·OW, C·FH·FW)  one row per output position
-/// Wc   = W as (FN, C·FH·FW)
-/// y    = col·Wcᵀ + b               (N·OH·OW, FN), then as (N, FN, OH, OW)
-/// dWc  = dyᵀ·col                   dy as (N·OH·OW, FN)
-/// db   = Σ dy
-/// dcol = dy·Wc,  dx = col2im(dcol) (overlapping windows add up)
+/// col_i  = im2col(x_i)              (C·FH·FW, Q)  one column per output position
+/// Wc     = W as (FN, C·FH·FW)
+/// y_i    = Wc·col_i + b             (FN, Q) = (FN, OH, OW), the output's own layout
+/// dWc    = Σ_i dy_i·col_iᵀ
+/// db     = Σ_i Σ_q dy_i
+/// dcol_i = Wcᵀ·dy_i,  dx_i = col2im(dcol_i)   (overlapping windows add up)
 /// ```
+/// The book stacks the transposes of the `col_i` into one `(N·OH·OW, C·FH·FW)` matrix
+/// ([`im2col`]); per image, the products read and write the `(N, C, H, W)` arrays as they
+/// are, with no transposes. The batch is cut into [`PARTS`] parts shared by the threads
+/// ([`Layer::set_threads`]); `dW` and `db` are summed part by part in order, so the thread
+/// count does not change a bit.
 #[derive(Clone, Debug)]
 pub struct Convolution<T: Float = f32> {
     pub w: Array4<T>,  // (FN, C, FH, FW)
@@ -30,14 +36,12 @@ pub struct Convolution<T: Float = f32> {
     pub db: Array1<T>, // (FN)
     pub stride: usize,
     pub pad: usize,
-    cache: Option<Cache<T>>,
-}
-
-/// What training forward keeps for backward.
-#[derive(Clone, Debug)]
-struct Cache<T: Float> {
-    x_dim: (usize, usize, usize, usize), // (N, C, H, W)
-    col: Lhs<T>,                         // (N·OH·OW, C·FH·FW), indexed when mostly zeros
+    threads: usize,
+    /// (N, C, H, W) of the last training input.
+    x_dim: Option<(usize, usize, usize, usize)>,
+    /// (N, C·FH·FW, Q): every image's col of the last training forward, for backward. The
+    /// buffer is kept from batch to batch: after the first, no allocation.
+    cols: Vec<T>,
 }
 
 /// Geometry of one convolution or pooling window pass.
@@ -68,34 +72,103 @@ impl Window {
             (pw - self.fw) / self.stride + 1,
         )
     }
+
+    /// The outputs `o` in `lo..hi` (of `out`) whose input index `o·S + f − P` lies in
+    /// `0..size`, for window offset `f`; the others read padding.
+    fn inside(&self, out: usize, f: usize, size: usize) -> (usize, usize) {
+        let (s, p) = (self.stride, self.pad);
+        let lo = if p > f { (p - f).div_ceil(s) } else { 0 }.min(out);
+        let hi = if size + p > f {
+            (size + p - f).div_ceil(s)
+        } else {
+            0
+        };
+        (lo, hi.min(out).max(lo))
+    }
 }
 
-/// im2col: row (n, oy, ox) of the result holds the window of output position (oy, ox) of
-/// image n, in (c, fy, fx) order; padding reads as zero.
-pub fn im2col<T: Float>(x: &ndarray::ArrayView4<'_, T>, win: Window) -> Array2<T> {
-    let (n, c, h, w) = x.dim();
+/// im2col of one image: `x (C, H, W) -> col (C·FH·FW, OH·OW)`, row (c, fy, fx) holding the
+/// pixel each output position's window has at that offset; padding reads as zero.
+fn im2col_image<T: Float>(x: &[T], (c, h, w): (usize, usize, usize), win: Window, col: &mut [T]) {
     let (oh, ow) = win.output(h, w);
-    let mut col = Array2::zeros((n * oh * ow, c * win.fh * win.fw));
-    for ((i, oy, ox), mut row) in iproduct3(n, oh, ow).zip(col.rows_mut()) {
-        let mut k = 0;
-        for ch in 0..c {
-            for fy in 0..win.fh {
-                let y = (oy * win.stride + fy) as isize - win.pad as isize;
-                for fx in 0..win.fw {
-                    let xx = (ox * win.stride + fx) as isize - win.pad as isize;
-                    if y >= 0 && (y as usize) < h && xx >= 0 && (xx as usize) < w {
-                        row[k] = x[[i, ch, y as usize, xx as usize]];
+    let mut rows = col.chunks_exact_mut(oh * ow);
+    for plane in x.chunks_exact(h * w).take(c) {
+        for fy in 0..win.fh {
+            for fx in 0..win.fw {
+                let row = rows.next().expect("C·FH·FW rows");
+                let (lo, hi) = win.inside(ow, fx, w);
+                for (oy, line) in row.chunks_exact_mut(ow).enumerate() {
+                    let iy = oy * win.stride + fy;
+                    if iy < win.pad || iy - win.pad >= h {
+                        line.fill(T::zero());
+                        continue;
                     }
-                    k += 1;
+                    let src = &plane[(iy - win.pad) * w..][..w];
+                    line[..lo].fill(T::zero());
+                    line[hi..].fill(T::zero());
+                    if win.stride == 1 {
+                        let start = lo + fx - win.pad;
+                        line[lo..hi].copy_from_slice(&src[start..start + hi - lo]);
+                    } else {
+                        for (ox, v) in line[lo..hi].iter_mut().enumerate() {
+                            *v = src[(lo + ox) * win.stride + fx - win.pad];
+                        }
+                    }
                 }
             }
         }
     }
-    col
 }
 
-/// col2im, the adjoint of [`im2col`]: every entry of `col` is added back to the input pixel
-/// it was read from (pixels in several windows collect several terms; padding drops out).
+/// col2im of one image, the adjoint of [`im2col_image`]: every entry of `col` is added to
+/// the pixel it was read from (pixels in several windows collect several terms; padding
+/// drops out).
+fn col2im_image<T: Float>(col: &[T], (c, h, w): (usize, usize, usize), win: Window, x: &mut [T]) {
+    let (oh, ow) = win.output(h, w);
+    let mut rows = col.chunks_exact(oh * ow);
+    for plane in x.chunks_exact_mut(h * w).take(c) {
+        for fy in 0..win.fh {
+            for fx in 0..win.fw {
+                let row = rows.next().expect("C·FH·FW rows");
+                let (lo, hi) = win.inside(ow, fx, w);
+                for (oy, line) in row.chunks_exact(ow).enumerate() {
+                    let iy = oy * win.stride + fy;
+                    if iy < win.pad || iy - win.pad >= h {
+                        continue;
+                    }
+                    let dst = &mut plane[(iy - win.pad) * w..][..w];
+                    for (ox, &v) in line[lo..hi].iter().enumerate() {
+                        let ix = (lo + ox) * win.stride + fx - win.pad;
+                        dst[ix] = dst[ix] + v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The book's im2col: row (n, oy, ox) of the result holds the window of output position
+/// (oy, ox) of image n, in (c, fy, fx) order: `(N, C, H, W) -> (N·OH·OW, C·FH·FW)`.
+pub fn im2col<T: Float>(x: &ndarray::ArrayView4<'_, T>, win: Window) -> Array2<T> {
+    let (n, c, h, w) = x.dim();
+    let (oh, ow) = win.output(h, w);
+    let (k, q) = (c * win.fh * win.fw, oh * ow);
+    let x = x.as_standard_layout();
+    let mut col_t = vec![T::zero(); k * q];
+    let mut out = Array2::zeros((n * q, k));
+    for (img, mut rows) in x
+        .as_slice()
+        .expect("standard layout")
+        .chunks_exact(c * h * w)
+        .zip(out.axis_chunks_iter_mut(ndarray::Axis(0), q))
+    {
+        im2col_image(img, (c, h, w), win, &mut col_t);
+        rows.assign(&ArrayView2::from_shape((k, q), &col_t).expect("K x Q").t());
+    }
+    out
+}
+
+/// The book's col2im, the adjoint of [`im2col`]: `(N·OH·OW, C·FH·FW) -> (N, C, H, W)`.
 pub fn col2im<T: Float>(
     col: &Array2<T>,
     x_dim: (usize, usize, usize, usize),
@@ -103,45 +176,42 @@ pub fn col2im<T: Float>(
 ) -> Array4<T> {
     let (n, c, h, w) = x_dim;
     let (oh, ow) = win.output(h, w);
+    let q = oh * ow;
     let mut x = Array4::zeros(x_dim);
-    for ((i, oy, ox), row) in iproduct3(n, oh, ow).zip(col.rows()) {
-        let mut k = 0;
-        for ch in 0..c {
-            for fy in 0..win.fh {
-                let y = (oy * win.stride + fy) as isize - win.pad as isize;
-                for fx in 0..win.fw {
-                    let xx = (ox * win.stride + fx) as isize - win.pad as isize;
-                    if y >= 0 && (y as usize) < h && xx >= 0 && (xx as usize) < w {
-                        x[[i, ch, y as usize, xx as usize]] =
-                            x[[i, ch, y as usize, xx as usize]] + row[k];
-                    }
-                    k += 1;
-                }
-            }
-        }
+    let flat = x.as_slice_mut().expect("new arrays are contiguous");
+    for (img, rows) in flat
+        .chunks_exact_mut(c * h * w)
+        .zip(col.axis_chunks_iter(ndarray::Axis(0), q))
+        .take(n)
+    {
+        let col_t = rows.t().as_standard_layout().into_owned();
+        col2im_image(
+            col_t.as_slice().expect("standard layout"),
+            (c, h, w),
+            win,
+            img,
+        );
     }
     x
 }
 
-/// Transposes each consecutive (rows, cols) block of `src`, row-major, into (cols, rows).
-fn transpose_blocks<T: Float>(src: &[T], rows: usize, cols: usize) -> Vec<T> {
-    let mut out = vec![T::zero(); src.len()];
-    for (to, from) in out
-        .chunks_exact_mut(rows * cols)
-        .zip(src.chunks_exact(rows * cols))
-    {
-        for (r, line) in from.chunks_exact(cols).enumerate() {
-            for (c, &v) in line.iter().enumerate() {
-                to[c * rows + r] = v;
-            }
-        }
-    }
-    out
+/// W (FN, C, FH, FW) as Wc (FN, C·FH·FW).
+fn w_rows<T: Float>(w: &Array4<T>) -> ArrayView2<'_, T> {
+    let fn_ = w.shape()[0];
+    w.view()
+        .into_shape_with_order((fn_, w.len() / fn_))
+        .expect("standard layout")
 }
 
-/// (i, j, k) for i < a, j < b, k < c, in row-major order.
-fn iproduct3(a: usize, b: usize, c: usize) -> impl Iterator<Item = (usize, usize, usize)> {
-    (0..a).flat_map(move |i| (0..b).flat_map(move |j| (0..c).map(move |k| (i, j, k))))
+/// y_i = Wc·col_i + b for one image, col_i already in `col`.
+fn convolve_image<T: Float>(wc: &ArrayView2<T>, b: &Array1<T>, col: &[T], y: &mut [T]) {
+    let q = col.len() / wc.ncols();
+    for (row, &bias) in y.chunks_exact_mut(q).zip(b) {
+        row.fill(bias);
+    }
+    let col = ArrayView2::from_shape((wc.ncols(), q), col).expect("K x Q");
+    let mut y = ArrayViewMut2::from_shape((wc.nrows(), q), y).expect("FN x Q");
+    general_mat_mul(T::one(), wc, &col, T::one(), &mut y);
 }
 
 impl<T: Float> Convolution<T> {
@@ -156,6 +226,7 @@ impl<T: Float> Convolution<T> {
             b.len()
         );
         assert!(stride > 0, "Convolution: stride 0");
+        let w = w.as_standard_layout().into_owned();
         let (dw, db) = (Array4::zeros(w.raw_dim()), Array1::zeros(b.len()));
         Convolution {
             w,
@@ -164,7 +235,9 @@ impl<T: Float> Convolution<T> {
             db,
             stride,
             pad,
-            cache: None,
+            threads: 1,
+            x_dim: None,
+            cols: Vec::new(),
         }
     }
 
@@ -177,16 +250,7 @@ impl<T: Float> Convolution<T> {
         }
     }
 
-    /// W as (FN, C·FH·FW).
-    fn w_rows(&self) -> ndarray::ArrayView2<'_, T> {
-        let fn_ = self.w.shape()[0];
-        self.w
-            .view()
-            .into_shape_with_order((fn_, self.w.len() / fn_))
-            .expect("standard layout")
-    }
-
-    /// x as (N, C, H, W), checked against the filters' channels.
+    /// x as (N, C, H, W) in standard layout, checked against the filters' channels.
     #[track_caller]
     fn input(&self, x: ArrayD<T>) -> Array4<T> {
         let x = x
@@ -199,67 +263,92 @@ impl<T: Float> Convolution<T> {
             x.shape(),
             self.w.shape()
         );
-        x
+        if x.is_standard_layout() {
+            x
+        } else {
+            x.as_standard_layout().into_owned()
+        }
     }
 
-    /// y = col·Wcᵀ + b as (N, FN, OH, OW).
-    fn convolve(&self, col: &Lhs<T>, n: usize, oh: usize, ow: usize) -> ArrayD<T> {
-        let fn_ = self.w.shape()[0];
-        let mut y = Array2::zeros((n * oh * ow, fn_)); // (N·OH·OW, FN)
-        y.rows_mut().into_iter().for_each(|mut r| r.assign(&self.b));
-        let wt = self.w_rows().t().as_standard_layout().into_owned(); // (C·FH·FW, FN)
-        col.matmul_acc(&wt.view(), &mut y.view_mut());
-        // (N·OH·OW, FN) -> (N, FN, OH, OW): each image's block transposed
-        let out = transpose_blocks(
-            y.as_slice().expect("new arrays are contiguous"),
-            oh * ow,
-            fn_,
-        );
-        ArrayD::from_shape_vec(vec![n, fn_, oh, ow], out).expect("one value per output")
+    /// Multiply-adds of one product pass over a batch of `n`: FN·C·FH·FW·OH·OW per image.
+    fn work(&self, n: usize, q: usize) -> usize {
+        n * self.w.len() * q
     }
 
-    /// dy (N, FN, OH, OW) as (N·OH·OW, FN).
+    /// The parameter gradients from `dout`, and dx when `want_dx`.
     #[track_caller]
-    fn dy_rows(&self, dout: &ArrayD<T>) -> Array2<T> {
+    fn gradients(&mut self, dout: &ArrayD<T>, want_dx: bool) -> Option<ArrayD<T>> {
+        let (n, c, h, w) = self
+            .x_dim
+            .expect("Convolution::backward called without a forward before it");
+        let win = self.window();
+        let (oh, ow) = win.output(h, w);
+        let (fn_, q) = (self.w.shape()[0], oh * ow);
+        let k = self.w.len() / fn_;
         let dy = dout
             .view()
             .into_dimensionality::<Ix4>()
             .expect("Convolution::backward: dout must be 4-D");
-        let (n, fn_, oh, ow) = dy.dim();
         assert_eq!(
-            fn_,
-            self.w.shape()[0],
-            "Convolution::backward: dout {:?}",
-            dy.shape()
-        );
-        let dy = dy.as_standard_layout();
-        // (N, FN, OH, OW) -> (N·OH·OW, FN): each image's block transposed
-        let rows = transpose_blocks(dy.as_slice().expect("standard layout"), fn_, oh * ow);
-        Array2::from_shape_vec((n * oh * ow, fn_), rows).expect("one value per output")
-    }
-
-    /// dW = dyᵀ·col (as (FN, C, FH, FW)), db = Σ dy; returns dy as rows.
-    fn param_grads(&mut self, dout: &ArrayD<T>) -> Array2<T> {
-        let dy = self.dy_rows(dout);
-        let cache = self
-            .cache
-            .as_ref()
-            .expect("Convolution::backward called without a forward before it");
-        assert_eq!(
-            dy.nrows(),
-            cache.col.dim().0,
+            dy.dim(),
+            (n, fn_, oh, ow),
             "Convolution::backward: dout does not match the forward"
         );
-        let mut dwt = Array2::zeros((cache.col.dim().1, dy.ncols())); // (C·FH·FW, FN) = colᵀ·dy
-        cache.col.matmul_tn_acc(&dy.view(), &mut dwt.view_mut());
-        self.dw = dwt
-            .t()
-            .as_standard_layout()
-            .into_owned()
+        let dy = dy.as_standard_layout();
+        let dy = dy.as_slice().expect("standard layout");
+        let mut dx = vec![T::zero(); if want_dx { n * c * h * w } else { 0 }];
+        let per = n.div_ceil(PARTS).max(1);
+        let mut dx_parts: Vec<Option<&mut [T]>> = if want_dx {
+            dx.chunks_mut(per * c * h * w).map(Some).collect()
+        } else {
+            (0..n.div_ceil(per)).map(|_| None).collect()
+        };
+        let parts: Vec<_> = dy
+            .chunks(per * fn_ * q)
+            .zip(self.cols.chunks(per * k * q))
+            .zip(dx_parts.drain(..))
+            .collect();
+        let wc = w_rows(&self.w);
+        let threads = parallel::threads_for(self.work(n, q), self.threads);
+        let sums = parallel::map(parts, threads, |((dy, cols), mut dx)| {
+            let mut dwc = Array2::<T>::zeros((fn_, k));
+            let mut db = vec![T::zero(); fn_];
+            let mut dcol = vec![T::zero(); if dx.is_some() { k * q } else { 0 }];
+            for (i, (dy_i, col_i)) in dy
+                .chunks_exact(fn_ * q)
+                .zip(cols.chunks_exact(k * q))
+                .enumerate()
+            {
+                let dy_i = ArrayView2::from_shape((fn_, q), dy_i).expect("FN x Q");
+                let col_i = ArrayView2::from_shape((k, q), col_i).expect("K x Q");
+                // dWc += dy_i·col_iᵀ,  db += Σ_q dy_i
+                general_mat_mul(T::one(), &dy_i, &col_i.t(), T::one(), &mut dwc.view_mut());
+                for (acc, row) in db.iter_mut().zip(dy_i.rows()) {
+                    *acc = row.iter().fold(*acc, |a, &v| a + v);
+                }
+                // dcol_i = Wcᵀ·dy_i, then back onto the image
+                if let Some(dx) = dx.as_deref_mut() {
+                    let mut dcol_v =
+                        ArrayViewMut2::from_shape((k, q), &mut dcol[..]).expect("K x Q");
+                    general_mat_mul(T::one(), &wc.t(), &dy_i, T::zero(), &mut dcol_v);
+                    let img = &mut dx[i * c * h * w..(i + 1) * c * h * w];
+                    col2im_image(&dcol, (c, h, w), win, img);
+                }
+            }
+            (dwc, db)
+        });
+        // the parts' sums in part order, whatever thread computed them
+        let mut dwc = Array2::<T>::zeros((fn_, k));
+        let mut db = Array1::<T>::zeros(fn_);
+        for (part_dw, part_db) in sums {
+            dwc.zip_mut_with(&part_dw, |a, &v| *a = *a + v);
+            db.iter_mut().zip(part_db).for_each(|(a, v)| *a = *a + v);
+        }
+        self.dw = dwc
             .into_shape_with_order(self.w.raw_dim())
             .expect("same count");
-        self.db = dy.sum_axis(Axis(0));
-        dy
+        self.db = db;
+        want_dx.then(|| ArrayD::from_shape_vec(vec![n, c, h, w], dx).expect("one value per pixel"))
     }
 }
 
@@ -270,40 +359,68 @@ impl<T: Float> Layer<T> for Convolution<T> {
 
     fn forward(&mut self, x: ArrayD<T>) -> ArrayD<T> {
         let x = self.input(x);
-        let (n, _, h, w) = x.dim();
-        let (oh, ow) = self.window().output(h, w);
-        let col = Lhs::Dense(im2col(&x.view(), self.window()));
-        let y = self.convolve(&col, n, oh, ow);
-        self.cache = Some(Cache {
-            x_dim: x.dim(),
-            col,
+        let (n, c, h, w) = x.dim();
+        let win = self.window();
+        let (oh, ow) = win.output(h, w);
+        let (fn_, q) = (self.w.shape()[0], oh * ow);
+        let k = self.w.len() / fn_;
+        let per = n.div_ceil(PARTS).max(1);
+        let threads = parallel::threads_for(self.work(n, q), self.threads);
+        self.cols.resize(n * k * q, T::zero()); // kept from the last batch: no allocation
+        let mut y = vec![T::zero(); n * fn_ * q];
+        let parts: Vec<_> = x
+            .as_slice()
+            .expect("standard layout")
+            .chunks(per * c * h * w)
+            .zip(self.cols.chunks_mut(per * k * q))
+            .zip(y.chunks_mut(per * fn_ * q))
+            .collect();
+        let (wc, b) = (w_rows(&self.w), &self.b);
+        parallel::map(parts, threads, |((x, cols), y)| {
+            for ((x_i, col_i), y_i) in x
+                .chunks_exact(c * h * w)
+                .zip(cols.chunks_exact_mut(k * q))
+                .zip(y.chunks_exact_mut(fn_ * q))
+            {
+                im2col_image(x_i, (c, h, w), win, col_i);
+                convolve_image(&wc, b, col_i, y_i);
+            }
         });
-        y
+        self.x_dim = Some((n, c, h, w));
+        ArrayD::from_shape_vec(vec![n, fn_, oh, ow], y).expect("one value per output")
     }
 
     fn predict(&self, x: ArrayD<T>) -> ArrayD<T> {
         let x = self.input(x);
-        let (n, _, h, w) = x.dim();
-        let (oh, ow) = self.window().output(h, w);
-        self.convolve(&Lhs::Dense(im2col(&x.view(), self.window())), n, oh, ow)
+        let (n, c, h, w) = x.dim();
+        let win = self.window();
+        let (oh, ow) = win.output(h, w);
+        let (fn_, q) = (self.w.shape()[0], oh * ow);
+        let mut col = vec![T::zero(); self.w.len() / fn_ * q]; // one image's, reused
+        let mut y = vec![T::zero(); n * fn_ * q];
+        let wc = w_rows(&self.w);
+        for (x_i, y_i) in x
+            .as_slice()
+            .expect("standard layout")
+            .chunks_exact(c * h * w)
+            .zip(y.chunks_exact_mut(fn_ * q))
+        {
+            im2col_image(x_i, (c, h, w), win, &mut col);
+            convolve_image(&wc, &self.b, &col, y_i);
+        }
+        ArrayD::from_shape_vec(vec![n, fn_, oh, ow], y).expect("one value per output")
     }
 
     fn backward(&mut self, dout: &ArrayD<T>) -> ArrayD<T> {
-        let dy = self.param_grads(dout);
-        // dcol = dy·Wc, then back to the image
-        let x_dim = self.cache.as_ref().expect("checked by param_grads").x_dim;
-        let wc = self.w_rows().to_owned(); // (FN, C·FH·FW)
-        let mut dcol = Array2::zeros((dy.nrows(), wc.ncols()));
-        matmul_nt(
-            &dy.view(),
-            &wc.t().as_standard_layout().view(),
-            &mut dcol.view_mut(),
-        );
-        col2im(&dcol, x_dim, self.window()).into_dyn()
+        self.gradients(dout, true).expect("dx asked for")
     }
 
     fn backward_params(&mut self, dout: &ArrayD<T>) {
-        self.param_grads(dout);
+        self.gradients(dout, false);
+    }
+
+    fn set_threads(&mut self, threads: usize) {
+        self.threads = threads.max(1);
     }
 
     fn params(&mut self) -> Vec<Param<'_, T>> {

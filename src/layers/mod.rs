@@ -135,6 +135,10 @@ pub trait Layer<T: Float>: Send + Sync {
     /// checks). Other layers ignore it.
     fn hold_mask(&mut self, _hold: bool) {}
 
+    /// Threads a training forward and backward may use (layers with enough work split their
+    /// batch; the others ignore it). Results do not depend on it. Default: 1.
+    fn set_threads(&mut self, _threads: usize) {}
+
     /// The learnable parameters with their gradients, in a fixed order.
     fn params(&mut self) -> Vec<Param<'_, T>> {
         Vec::new()

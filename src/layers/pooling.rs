@@ -30,7 +30,7 @@ pub struct Pooling {
     pub kind: PoolKind,
     pub window: Window,
     x_dim: Option<(usize, usize, usize, usize)>, // (N, C, H, W) of the last training input
-    argmax: Option<Vec<usize>>,                  // (N·C·OH·OW) flat index into x of each max
+    argmax: Vec<usize>, // (N·C·OH·OW) flat index into x of each max, the buffer kept
 }
 
 impl Pooling {
@@ -56,7 +56,7 @@ impl Pooling {
                 pad,
             },
             x_dim: None,
-            argmax: None,
+            argmax: Vec::new(),
         }
     }
 
@@ -85,9 +85,10 @@ impl Pooling {
         )
     }
 
-    /// The pooled output, and the flat index of each window's maximum (max pooling).
+    /// The pooled output; with `argmax`, also the flat index into x of each window's maximum
+    /// (max pooling, training).
     #[track_caller]
-    fn pool<T: Float>(&self, x: &ArrayD<T>) -> (Array4<T>, Vec<usize>) {
+    fn pool<T: Float>(&self, x: &ArrayD<T>, argmax: Option<&mut Vec<usize>>) -> Array4<T> {
         let x = x
             .view()
             .into_dimensionality::<Ix4>()
@@ -95,15 +96,39 @@ impl Pooling {
         let x = x.as_standard_layout();
         let (n, c, h, w) = x.dim();
         let (oh, ow) = self.window.output(h, w);
-        let area = T::of((self.window.fh * self.window.fw) as f64);
         let src = x.as_slice().expect("standard layout");
-        let mut argmax = Vec::with_capacity(if self.kind == PoolKind::Max {
-            n * c * oh * ow
-        } else {
-            0
-        });
         let mut y = Vec::with_capacity(n * c * oh * ow);
-        for plane in 0..n * c {
+        let mut scratch = Vec::new();
+        let argmax = match argmax {
+            Some(a) => {
+                a.clear();
+                a
+            }
+            None => &mut scratch,
+        };
+        match self.kind {
+            PoolKind::Max if self.window == Self::max(2, 2, 2).window => {
+                max_2x2(src, (h, w), (oh, ow), &mut y, argmax)
+            }
+            PoolKind::Max if self.window.pad == 0 => {
+                max_inside(src, (h, w), (oh, ow), self.window, &mut y, argmax)
+            }
+            _ => self.pool_clipped(src, (h, w), (oh, ow), &mut y, argmax),
+        }
+        Array4::from_shape_vec((n, c, oh, ow), y).expect("one value per window")
+    }
+
+    /// Any window, padding left out of each (its rows and columns clipped to the image).
+    fn pool_clipped<T: Float>(
+        &self,
+        src: &[T],
+        (h, w): (usize, usize),
+        (oh, ow): (usize, usize),
+        y: &mut Vec<T>,
+        argmax: &mut Vec<usize>,
+    ) {
+        let area = T::of((self.window.fh * self.window.fw) as f64);
+        for (plane, img) in src.chunks_exact(h * w).enumerate() {
             let base = plane * h * w;
             for oy in 0..oh {
                 for ox in 0..ow {
@@ -111,24 +136,24 @@ impl Pooling {
                     match self.kind {
                         PoolKind::Max => {
                             // the window's first pixel, then the first larger one
-                            let first = base + rows.start * w + cols.start;
-                            let mut best = (first, src[first]);
+                            let first = rows.start * w + cols.start;
+                            let mut best = (first, img[first]);
                             for yy in rows {
-                                let line = base + yy * w + cols.start;
-                                for (k, &v) in src[line..line + cols.len()].iter().enumerate() {
+                                let line = yy * w + cols.start;
+                                for (k, &v) in img[line..line + cols.len()].iter().enumerate() {
                                     if v > best.1 {
                                         best = (line + k, v);
                                     }
                                 }
                             }
                             y.push(best.1);
-                            argmax.push(best.0);
+                            argmax.push(base + best.0);
                         }
                         PoolKind::Average => {
                             let mut sum = T::zero();
                             for yy in rows {
-                                let line = base + yy * w + cols.start;
-                                sum = src[line..line + cols.len()].iter().fold(sum, |a, &v| a + v);
+                                let line = yy * w + cols.start;
+                                sum = img[line..line + cols.len()].iter().fold(sum, |a, &v| a + v);
                             }
                             y.push(sum / area);
                         }
@@ -136,10 +161,65 @@ impl Pooling {
                 }
             }
         }
-        (
-            Array4::from_shape_vec((n, c, oh, ow), y).expect("one value per window"),
-            argmax,
-        )
+    }
+}
+
+/// Max pooling, windows 2x2 stride 2 (the book's networks): two input rows give one output
+/// row. Ties keep the first maximum in (row, column) order, as the general path.
+fn max_2x2<T: Float>(
+    src: &[T],
+    (h, w): (usize, usize),
+    (oh, ow): (usize, usize),
+    y: &mut Vec<T>,
+    argmax: &mut Vec<usize>,
+) {
+    for (plane, img) in src.chunks_exact(h * w).enumerate() {
+        for oy in 0..oh {
+            let top = 2 * oy * w;
+            let (r0, r1) = (&img[top..top + 2 * ow], &img[top + w..top + w + 2 * ow]);
+            for (ox, (a, b)) in r0.chunks_exact(2).zip(r1.chunks_exact(2)).enumerate() {
+                let (mut best, mut at) = (a[0], 0);
+                if a[1] > best {
+                    (best, at) = (a[1], 1);
+                }
+                if b[0] > best {
+                    (best, at) = (b[0], w);
+                }
+                if b[1] > best {
+                    (best, at) = (b[1], w + 1);
+                }
+                y.push(best);
+                argmax.push(plane * h * w + top + 2 * ox + at);
+            }
+        }
+    }
+}
+
+/// Max pooling without padding: every window lies inside the image.
+fn max_inside<T: Float>(
+    src: &[T],
+    (h, w): (usize, usize),
+    (oh, ow): (usize, usize),
+    win: Window,
+    y: &mut Vec<T>,
+    argmax: &mut Vec<usize>,
+) {
+    for (plane, img) in src.chunks_exact(h * w).enumerate() {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let corner = oy * win.stride * w + ox * win.stride;
+                let mut best = (corner, img[corner]);
+                for line in (corner..corner + win.fh * w).step_by(w) {
+                    for (k, &v) in img[line..line + win.fw].iter().enumerate() {
+                        if v > best.1 {
+                            best = (line + k, v);
+                        }
+                    }
+                }
+                y.push(best.1);
+                argmax.push(plane * h * w + best.0);
+            }
+        }
     }
 }
 
@@ -149,15 +229,16 @@ impl<T: Float> Layer<T> for Pooling {
     }
 
     fn forward(&mut self, x: ArrayD<T>) -> ArrayD<T> {
-        let (y, argmax) = self.pool(&x);
+        let mut argmax = std::mem::take(&mut self.argmax);
+        let y = self.pool(&x, Some(&mut argmax));
+        self.argmax = argmax;
         let s = x.shape();
         self.x_dim = Some((s[0], s[1], s[2], s[3]));
-        self.argmax = Some(argmax);
         y.into_dyn()
     }
 
     fn predict(&self, x: ArrayD<T>) -> ArrayD<T> {
-        self.pool(&x).0.into_dyn()
+        self.pool(&x, None).into_dyn()
     }
 
     fn backward(&mut self, dout: &ArrayD<T>) -> ArrayD<T> {
@@ -179,7 +260,7 @@ impl<T: Float> Layer<T> for Pooling {
         match self.kind {
             PoolKind::Max => {
                 // each window's gradient goes to its maximum (overlapping windows add up)
-                let argmax = self.argmax.as_ref().expect("set by forward");
+                let argmax = &self.argmax;
                 let flat = dx.as_slice_mut().expect("new arrays are contiguous");
                 for (&k, &g) in argmax.iter().zip(dy.iter()) {
                     flat[k] = flat[k] + g;
@@ -246,6 +327,27 @@ mod tests {
             (dx[[0, 0, 0, 0]], dx[[0, 0, 1, 3]], dx[[0, 0, 4, 4]]),
             (1.0, 2.0, 0.0)
         );
+    }
+
+    #[test]
+    fn fast_paths_pick_the_same_maximum_as_the_general_path_ties_included() {
+        // Small integers: many ties, which must go to the first maximum in every path.
+        let mut rng = Rng::new(40);
+        for (h, w, win) in [(6, 8, (2, 2, 2)), (7, 5, (2, 2, 2)), (7, 9, (3, 2, 2))] {
+            let x = Array::from_shape_fn((2, 3, h, w), |_| rng.below(3) as f64).into_dyn();
+            let fast = Pooling::max(win.0, win.1, win.2);
+            let (oh, ow) = fast.window.output(h, w);
+            let src = x.as_slice().unwrap();
+            let mut arg_fast = Vec::new();
+            let y_fast = fast
+                .pool(&x, Some(&mut arg_fast))
+                .into_raw_vec_and_offset()
+                .0;
+            let (mut y_gen, mut arg_gen) = (Vec::new(), Vec::new());
+            fast.pool_clipped(src, (h, w), (oh, ow), &mut y_gen, &mut arg_gen);
+            assert_eq!(arg_fast, arg_gen, "{h}x{w} window {win:?}");
+            assert_eq!(y_fast, y_gen);
+        }
     }
 
     #[test]

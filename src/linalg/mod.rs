@@ -1,10 +1,12 @@
 //! The matrix products every layer calls.
 //!
 //! ```text
-//! Lhs::matmul_acc(b, c)     C ← A·B  + C      (forward:  Y = X·W + b, with C preset to b)
-//! Lhs::matmul_tn_acc(b, c)  C ← Aᵀ·B + C      (backward: dW = Xᵀ·dY)
-//! matmul_nt(a, b, c)        C ← A·Bᵀ          (backward: dX = dY·Wᵀ)
+//! Lhs::matmul_acc(b, c, t)     C ← A·B  + C      (forward:  Y = X·W + b, with C preset to b)
+//! Lhs::matmul_tn_acc(b, c, t)  C ← Aᵀ·B + C      (backward: dW = Xᵀ·dY)
+//! matmul_nt(a, b, c, t)        C ← A·Bᵀ          (backward: dX = dY·Wᵀ)
 //! ```
+//! A dense product of enough work is split over up to `t` threads by rows of C ([`gemm`]):
+//! each row is computed exactly as on one thread, so the thread count changes no bit.
 //!
 //! Dense operands go to ndarray's `general_mat_mul` (the `matrixmultiply` crate: blocked,
 //! AVX2/FMA kernels picked at run time). A left operand that is mostly zeros, as MNIST images
@@ -14,9 +16,10 @@
 
 pub mod sparse;
 
-use ndarray::{Array2, ArrayView2, ArrayViewMut2, linalg::general_mat_mul};
+use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis, linalg::general_mat_mul};
 
 use crate::Float;
+use crate::parallel;
 use sparse::SparseRows;
 
 /// A matrix with at least this fraction of zeros takes the zero-skipping path.
@@ -61,7 +64,7 @@ impl<T: Float> Lhs<T> {
 
     /// C ← A·B + C, with B: (K, N), C: (M, N).
     #[track_caller]
-    pub fn matmul_acc(&self, b: &ArrayView2<T>, c: &mut ArrayViewMut2<T>) {
+    pub fn matmul_acc(&self, b: &ArrayView2<T>, c: &mut ArrayViewMut2<T>, threads: usize) {
         let (m, k) = self.dim();
         assert!(
             b.nrows() == k && c.dim() == (m, b.ncols()),
@@ -71,7 +74,7 @@ impl<T: Float> Lhs<T> {
             c.dim()
         );
         match self {
-            Lhs::Dense(a) => general_mat_mul(T::one(), a, b, T::one(), c),
+            Lhs::Dense(a) => gemm(&a.view(), b, T::one(), c, threads),
             Lhs::Sparse(a) => {
                 let b = b.as_standard_layout();
                 let c = c.as_slice_mut().expect("C is created contiguous");
@@ -82,7 +85,7 @@ impl<T: Float> Lhs<T> {
 
     /// C ← Aᵀ·B + C, with B: (M, N), C: (K, N).
     #[track_caller]
-    pub fn matmul_tn_acc(&self, b: &ArrayView2<T>, c: &mut ArrayViewMut2<T>) {
+    pub fn matmul_tn_acc(&self, b: &ArrayView2<T>, c: &mut ArrayViewMut2<T>, threads: usize) {
         let (m, k) = self.dim();
         assert!(
             b.nrows() == m && c.dim() == (k, b.ncols()),
@@ -92,7 +95,7 @@ impl<T: Float> Lhs<T> {
             c.dim()
         );
         match self {
-            Lhs::Dense(a) => general_mat_mul(T::one(), &a.t(), b, T::one(), c),
+            Lhs::Dense(a) => gemm(&a.t(), b, T::one(), c, threads),
             Lhs::Sparse(a) => {
                 let b = b.as_standard_layout();
                 let c = c.as_slice_mut().expect("C is created contiguous");
@@ -105,7 +108,12 @@ impl<T: Float> Lhs<T> {
 
 /// C ← A·Bᵀ, with A: (M, K), B: (N, K), C: (M, N).
 #[track_caller]
-pub fn matmul_nt<T: Float>(a: &ArrayView2<T>, b: &ArrayView2<T>, c: &mut ArrayViewMut2<T>) {
+pub fn matmul_nt<T: Float>(
+    a: &ArrayView2<T>,
+    b: &ArrayView2<T>,
+    c: &mut ArrayViewMut2<T>,
+    threads: usize,
+) {
     assert!(
         a.ncols() == b.ncols() && c.dim() == (a.nrows(), b.nrows()),
         "matmul_nt: A {:?} · Bᵀ {:?} does not fit C {:?}",
@@ -113,7 +121,35 @@ pub fn matmul_nt<T: Float>(a: &ArrayView2<T>, b: &ArrayView2<T>, c: &mut ArrayVi
         b.t().dim(),
         c.dim()
     );
-    general_mat_mul(T::one(), a, &b.t(), T::zero(), c);
+    gemm(a, &b.t(), T::zero(), c, threads);
+}
+
+/// C ← A·B + β·C (dense, any strides), split by rows of A and C over up to `threads` threads
+/// when the product is large enough to pay for them.
+pub fn gemm<T: Float>(
+    a: &ArrayView2<T>,
+    b: &ArrayView2<T>,
+    beta: T,
+    c: &mut ArrayViewMut2<T>,
+    threads: usize,
+) {
+    let (m, k) = a.dim();
+    let work = m * k * b.ncols();
+    // NOTE: at least 64 rows a thread: below, the kernel's 8- to 16-row blocks lose more
+    // to packing B twice than the second core brings
+    let threads = parallel::threads_for(work, threads).min((m / 64).max(1));
+    if threads == 1 {
+        general_mat_mul(T::one(), a, b, beta, c);
+        return;
+    }
+    let rows = m.div_ceil(threads);
+    let parts: Vec<_> = a
+        .axis_chunks_iter(Axis(0), rows)
+        .zip(c.axis_chunks_iter_mut(Axis(0), rows))
+        .collect();
+    parallel::map(parts, threads, |(a, mut c)| {
+        general_mat_mul(T::one(), &a, b, beta, &mut c)
+    });
 }
 
 #[cfg(test)]
@@ -157,17 +193,17 @@ mod tests {
             let lhs = Lhs::new(a.clone());
             assert_eq!(lhs.is_sparse(), zero_fraction > SPARSE_ZERO_FRACTION);
             let mut c = c0.clone();
-            lhs.matmul_acc(&b.view(), &mut c.view_mut());
+            lhs.matmul_acc(&b.view(), &mut c.view_mut(), 1);
             assert!((&c - &expected).iter().all(|d| d.abs() < 1e-12));
 
             let at = Lhs::new(a.t().as_standard_layout().into_owned());
             let mut c = c0.clone();
-            at.matmul_tn_acc(&b.view(), &mut c.view_mut());
+            at.matmul_tn_acc(&b.view(), &mut c.view_mut(), 1);
             assert!((&c - &expected).iter().all(|d| d.abs() < 1e-12));
 
             let bt = b.t().as_standard_layout().into_owned();
             let mut c = Array2::zeros((7, 5));
-            matmul_nt(&a.view(), &bt.view(), &mut c.view_mut());
+            matmul_nt(&a.view(), &bt.view(), &mut c.view_mut(), 1);
             assert!((&c - &naive(&a, &b)).iter().all(|d| d.abs() < 1e-12));
         }
     }
@@ -183,7 +219,7 @@ mod tests {
             let lhs = Lhs::new(a.clone());
             assert!(lhs.is_sparse());
             let mut c = Array2::zeros((6, n));
-            lhs.matmul_acc(&b.view(), &mut c.view_mut());
+            lhs.matmul_acc(&b.view(), &mut c.view_mut(), 1);
             assert!(
                 (&c - &naive(&a, &b)).iter().all(|d| d.abs() < 1e-12),
                 "A·B, n = {n}"
@@ -191,7 +227,7 @@ mod tests {
 
             let b = random(6, n, 0.0, &mut rng);
             let mut c = Array2::zeros((19, n));
-            lhs.matmul_tn_acc(&b.view(), &mut c.view_mut());
+            lhs.matmul_tn_acc(&b.view(), &mut c.view_mut(), 1);
             let at = a.t().to_owned();
             assert!(
                 (&c - &naive(&at, &b)).iter().all(|d| d.abs() < 1e-12),
