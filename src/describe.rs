@@ -3,9 +3,11 @@
 //! ```text
 //! # SimpleConvNet, written out
 //! init 0.01                 # he (default), xavier, or a standard deviation; applies below
-//! conv 30 5                 # filters, size; optional stride=S pad=P (default 1 and 0)
+//! conv 30 5                 # filters, size (5, or 5x3 for 5 rows 3 columns);
+//!                           # optional stride=S pad=P (default 1 and 0)
 //! relu
-//! pool max 2 stride=2       # max or avg, window; optional stride=S (default the window), pad=P
+//! pool max 2 stride=2       # max or avg, window (2 or 2x3); optional stride=S (default the
+//!                           # window's height), pad=P
 //! affine 100
 //! relu
 //! affine classes            # a number, or `classes` for the data's class count
@@ -23,6 +25,11 @@ use crate::layers::{
 };
 use crate::models::gaussian;
 use crate::{Float, Init, Network, Rng};
+
+/// The most weights (or, for a convolution, weights times output positions) one layer may
+/// have: a bound that turns a corrupt or mistyped size into an error rather than an
+/// allocation of terabytes.
+const MAX_WEIGHTS: usize = 1 << 32;
 
 /// The shape of one sample between layers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,6 +85,17 @@ pub fn from_description<T: Float>(
                 .filter(|&v| v > 0)
                 .ok_or_else(|| err(format!("{word:?} is not a positive whole number")))
         };
+        // a window size: `5` or `5x3` (rows x columns)
+        let size = |i: usize| -> Result<(usize, usize)> {
+            let word = positional
+                .get(i)
+                .ok_or_else(|| err(format!("{} needs a size", words[0])))?;
+            let (h, w) = word.split_once('x').unwrap_or((word, word));
+            match (h.parse::<usize>(), w.parse::<usize>()) {
+                (Ok(h), Ok(w)) if h > 0 && w > 0 => Ok((h, w)),
+                _ => Err(err(format!("{word:?} is not a size like 5 or 5x3"))),
+            }
+        };
         let option = |name: &str, default: usize| -> Result<usize> {
             match options.iter().find(|(k, _)| *k == name) {
                 None => Ok(default),
@@ -99,23 +117,31 @@ pub fn from_description<T: Float>(
             }
             "conv" => {
                 let (c, h, w) = image("conv")?;
-                let (f, k) = (count(0)?, count(1)?);
+                let (f, (kh, kw)) = (count(0)?, size(1)?);
                 let (stride, pad) = (option("stride", 1)?.max(1), option("pad", 0)?);
                 let win = Window {
-                    fh: k,
-                    fw: k,
+                    fh: kh,
+                    fw: kw,
                     stride,
                     pad,
                 };
-                if h + 2 * pad < k || w + 2 * pad < k {
+                if h + 2 * pad < kh || w + 2 * pad < kw {
                     return Err(err(format!(
-                        "a {k}x{k} filter does not fit the {h}x{w} image"
+                        "a {kh}x{kw} filter does not fit the {h}x{w} image"
                     )));
                 }
                 let (oh, ow) = win.output(h, w);
-                let std = init.std(c * k * k);
+                let weights = [f, c, kh, kw, oh, ow]
+                    .iter()
+                    .try_fold(1usize, |a, &d| a.checked_mul(d));
+                if weights.is_none_or(|n| n > MAX_WEIGHTS) {
+                    return Err(err(format!(
+                        "{f} filters of {c}x{kh}x{kw} over {oh}x{ow} positions are too many"
+                    )));
+                }
+                let std = init.std(c * kh * kw);
                 let filters =
-                    Array4::from_shape_simple_fn((f, c, k, k), || T::of(std * rng.normal()));
+                    Array4::from_shape_simple_fn((f, c, kh, kw), || T::of(std * rng.normal()));
                 net.push(Convolution::new(filters, Array1::zeros(f), stride, pad));
                 shape = Shape::Image(f, oh, ow);
             }
@@ -126,30 +152,33 @@ pub fn from_description<T: Float>(
                     Some(&"avg") | Some(&"average") => PoolKind::Average,
                     _ => return Err(err("pool needs max or avg, then the window size".into())),
                 };
-                let k = count(1)?;
-                let (stride, pad) = (option("stride", k)?.max(1), option("pad", 0)?);
-                if 2 * pad > k {
+                let (kh, kw) = size(1)?;
+                let (stride, pad) = (option("stride", kh)?.max(1), option("pad", 0)?);
+                if 2 * pad > kh.min(kw) {
                     return Err(err(format!(
-                        "padding {pad} is more than half the {k}x{k} window"
+                        "padding {pad} is more than half the {kh}x{kw} window"
                     )));
                 }
-                if h + 2 * pad < k || w + 2 * pad < k {
+                if h + 2 * pad < kh || w + 2 * pad < kw {
                     return Err(err(format!(
-                        "a {k}x{k} window does not fit the {h}x{w} image"
+                        "a {kh}x{kw} window does not fit the {h}x{w} image"
                     )));
                 }
                 let (oh, ow) = Window {
-                    fh: k,
-                    fw: k,
+                    fh: kh,
+                    fw: kw,
                     stride,
                     pad,
                 }
                 .output(h, w);
-                net.push(Pooling::new(kind, k, k, stride, pad));
+                net.push(Pooling::new(kind, kh, kw, stride, pad));
                 shape = Shape::Image(c, oh, ow);
             }
             "affine" => {
                 let (d_in, d_out) = (shape.len(), count(0)?);
+                if d_in.checked_mul(d_out).is_none_or(|n| n > MAX_WEIGHTS) {
+                    return Err(err(format!("{d_in}x{d_out} weights are too many")));
+                }
                 net.push(Affine::new(
                     gaussian(d_in, d_out, init.std(d_in), rng),
                     Array1::zeros(d_out),
@@ -222,7 +251,7 @@ fn split_options<'a>(words: &[&'a str]) -> std::result::Result<Words<'a>, String
 mod tests {
     use super::*;
     use crate::layers::Targets;
-    use crate::{SimpleConvNet, gradcheck};
+    use crate::{Activation, DeepConvNet, MlpConfig, MultiLayerNet, SimpleConvNet, gradcheck};
     use ndarray::Array;
 
     const SIMPLE: &str = "
@@ -235,6 +264,60 @@ mod tests {
         relu
         affine classes
     ";
+
+    #[test]
+    fn every_model_is_rebuilt_from_its_own_description() {
+        let mut rng = Rng::new(3);
+        let mlp = MlpConfig {
+            input_size: 784,
+            hidden: vec![30, 20],
+            output_size: 10,
+            activation: Activation::Tanh,
+            init: Init::Xavier,
+            batch_norm: true,
+            dropout: 0.25,
+            weight_decay: 0.0,
+        };
+        let mut nets: Vec<Network<f32>> = vec![
+            SimpleConvNet::new((1, 28, 28), 10, &mut rng),
+            DeepConvNet::new((1, 28, 28), 10, &mut rng),
+            MultiLayerNet::new(&mlp, &mut rng).unwrap(),
+            from_description(
+                "conv 3 5x3 stride=2 pad=1\nsigmoid\npool avg 3x2 stride=2 pad=1\naffine classes",
+                (1, 28, 28),
+                10,
+                &mut rng,
+            )
+            .unwrap(),
+        ];
+        for net in &mut nets {
+            let text = net.description();
+            let mut again: Network<f32> =
+                from_description(&text, (1, 28, 28), 10, &mut rng).unwrap();
+            assert_eq!(again.description(), text);
+            let shapes = |n: &mut Network<f32>| -> Vec<(String, Vec<usize>)> {
+                n.params()
+                    .into_iter()
+                    .map(|(name, p)| (name, p.value.shape().to_vec()))
+                    .collect()
+            };
+            assert_eq!(shapes(&mut again), shapes(net), "{text}");
+        }
+    }
+
+    #[test]
+    fn sizes_that_would_allocate_terabytes_are_refused() {
+        let mut rng = Rng::new(0);
+        for text in [
+            "affine 99999999999\naffine classes",
+            "conv 99999 28 pad=9000\naffine classes",
+        ] {
+            let e = from_description::<f32>(text, (1, 28, 28), 10, &mut rng)
+                .err()
+                .unwrap();
+            assert!(e.to_string().contains("too many"), "{e}");
+        }
+    }
 
     #[test]
     fn the_simple_convnet_written_out_is_the_simple_convnet() {

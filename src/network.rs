@@ -1,7 +1,7 @@
 //! An ordered list of layers followed by [`SoftmaxWithLoss`]: the book's `TwoLayerNet`
 //! generalised (`self.layers = OrderedDict()` ... `self.lastLayer = SoftmaxWithLoss()`).
 
-use ndarray::{ArrayD, Axis};
+use ndarray::{ArrayD, ArrayViewMutD, Axis};
 
 use crate::Float;
 use crate::gradcheck::{self, GradCheckRow};
@@ -258,6 +258,55 @@ impl<T: Float> Network<T> {
                     .map(move |p| (format!("{}{number}", p.name), p))
             })
             .collect()
+    }
+
+    /// The layers as a layer description ([`crate::describe`]), one line each: with the
+    /// sample shape and class count, what rebuilds this network (weights aside).
+    pub fn description(&self) -> String {
+        let lines: Vec<String> = self.layers.iter().map(|l| l.layer.describe()).collect();
+        lines.join("\n")
+    }
+
+    /// The shape of one sample, if set ([`Network::set_input_shape`]).
+    pub fn input_shape(&self) -> Option<&[usize]> {
+        self.input_shape.as_deref()
+    }
+
+    /// The layers' non-learned state (batch norm's running statistics), named as the
+    /// parameters: `running_mean1`, `running_var1`.
+    pub fn buffers(&mut self) -> Vec<(String, ArrayViewMutD<'_, T>)> {
+        self.layers
+            .iter_mut()
+            .flat_map(|l| {
+                let number = l.number;
+                l.layer
+                    .buffers()
+                    .into_iter()
+                    .map(move |(name, b)| (format!("{name}{number}"), b))
+            })
+            .collect()
+    }
+
+    /// The states of the layers' own generators (dropout's), in layer order.
+    pub fn rng_states(&self) -> Vec<[u64; 4]> {
+        self.layers
+            .iter()
+            .filter_map(|l| l.layer.rng_state())
+            .collect()
+    }
+
+    /// Restores [`Network::rng_states`]; false (and nothing changed) when the count differs.
+    pub fn set_rng_states(&mut self, states: &[[u64; 4]]) -> bool {
+        if states.len() != self.rng_states().len() {
+            return false;
+        }
+        let mut states = states.iter();
+        for l in &mut self.layers {
+            if l.layer.rng_state().is_some() {
+                l.layer.set_rng_state(*states.next().expect("counted"));
+            }
+        }
+        true
     }
 
     /// While `hold` is true, dropout layers reuse their last masks (for gradient checks).

@@ -120,6 +120,10 @@ impl<T: Float> Layer<T> for Affine<T> {
         "Affine"
     }
 
+    fn describe(&self) -> String {
+        format!("affine {}", self.w.ncols())
+    }
+
     fn forward(&mut self, x: ArrayD<T>) -> ArrayD<T> {
         self.x_shape = Some(x.raw_dim());
         let x = Lhs::new(self.flatten(x));

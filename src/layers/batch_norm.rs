@@ -1,6 +1,6 @@
 //! Batch normalization: normalize each feature (or channel) over the mini-batch.
 
-use ndarray::{Array1, ArrayD, ArrayViewD, Axis, IxDyn};
+use ndarray::{Array1, ArrayD, ArrayViewD, ArrayViewMutD, Axis, IxDyn};
 
 use super::{Layer, Param};
 use crate::Float;
@@ -118,6 +118,10 @@ impl<T: Float> Layer<T> for BatchNormalization<T> {
         "BatchNorm"
     }
 
+    fn describe(&self) -> String {
+        "batchnorm".into()
+    }
+
     fn forward(&mut self, x: ArrayD<T>) -> ArrayD<T> {
         let shape = x.raw_dim();
         let x = self.as_ncs(x);
@@ -177,6 +181,13 @@ impl<T: Float> Layer<T> for BatchNormalization<T> {
         let dx = dxc - Self::per_channel(&(dmu / m), d);
         dx.into_shape_with_order(cache.shape.clone())
             .expect("same element count")
+    }
+
+    fn buffers(&mut self) -> Vec<(&'static str, ArrayViewMutD<'_, T>)> {
+        vec![
+            ("running_mean", self.running_mean.view_mut().into_dyn()),
+            ("running_var", self.running_var.view_mut().into_dyn()),
+        ]
     }
 
     fn params(&mut self) -> Vec<Param<'_, T>> {

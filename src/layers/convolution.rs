@@ -357,6 +357,16 @@ impl<T: Float> Layer<T> for Convolution<T> {
         "Conv"
     }
 
+    fn describe(&self) -> String {
+        let (f, fh, fw) = (self.w.shape()[0], self.w.shape()[2], self.w.shape()[3]);
+        let size = if fh == fw {
+            fh.to_string()
+        } else {
+            format!("{fh}x{fw}")
+        };
+        format!("conv {f} {size} stride={} pad={}", self.stride, self.pad)
+    }
+
     fn forward(&mut self, x: ArrayD<T>) -> ArrayD<T> {
         let x = self.input(x);
         let (n, c, h, w) = x.dim();

@@ -65,6 +65,18 @@ impl<T: Float> Layer<T> for Dropout<T> {
         "Dropout"
     }
 
+    fn describe(&self) -> String {
+        format!("dropout {}", self.ratio)
+    }
+
+    fn rng_state(&self) -> Option<[u64; 4]> {
+        Some(self.rng.state())
+    }
+
+    fn set_rng_state(&mut self, state: [u64; 4]) {
+        self.rng = Rng::from_state(state);
+    }
+
     fn forward(&mut self, mut x: ArrayD<T>) -> ArrayD<T> {
         let reuse = self.hold && self.mask.as_ref().is_some_and(|m| m.shape() == x.shape());
         if !reuse {

@@ -139,6 +139,24 @@ pub trait Layer<T: Float>: Send + Sync {
     /// batch; the others ignore it). Results do not depend on it. Default: 1.
     fn set_threads(&mut self, _threads: usize) {}
 
+    /// This layer as one line of the layer description ([`crate::describe`]): what
+    /// rebuilds it, weights aside (`affine 100`, `conv 30 5 stride=1 pad=0`, `relu`).
+    fn describe(&self) -> String;
+
+    /// State that is not learned by gradient but belongs with the weights (batch norm's
+    /// running statistics), by short name (`"running_mean"`).
+    fn buffers(&mut self) -> Vec<(&'static str, ArrayViewMutD<'_, T>)> {
+        Vec::new()
+    }
+
+    /// The state of the layer's own random generator (Dropout's), for checkpoints.
+    fn rng_state(&self) -> Option<[u64; 4]> {
+        None
+    }
+
+    /// Restores what [`Layer::rng_state`] gave.
+    fn set_rng_state(&mut self, _state: [u64; 4]) {}
+
     /// The learnable parameters with their gradients, in a fixed order.
     fn params(&mut self) -> Vec<Param<'_, T>> {
         Vec::new()

@@ -228,6 +228,25 @@ impl<T: Float> Layer<T> for Pooling {
         "Pool"
     }
 
+    fn describe(&self) -> String {
+        let Window {
+            fh,
+            fw,
+            stride,
+            pad,
+        } = self.window;
+        let kind = match self.kind {
+            PoolKind::Max => "max",
+            PoolKind::Average => "avg",
+        };
+        let size = if fh == fw {
+            fh.to_string()
+        } else {
+            format!("{fh}x{fw}")
+        };
+        format!("pool {kind} {size} stride={stride} pad={pad}")
+    }
+
     fn forward(&mut self, x: ArrayD<T>) -> ArrayD<T> {
         let mut argmax = std::mem::take(&mut self.argmax);
         let y = self.pool(&x, Some(&mut argmax));

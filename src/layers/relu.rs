@@ -37,6 +37,10 @@ impl<T: Float> Layer<T> for Relu {
         "Relu"
     }
 
+    fn describe(&self) -> String {
+        "relu".into()
+    }
+
     fn forward(&mut self, mut x: ArrayD<T>) -> ArrayD<T> {
         self.mask = Some(x.mapv(|v| v > T::zero() || v.is_nan()));
         x.mapv_inplace(relu);

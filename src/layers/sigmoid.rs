@@ -41,6 +41,10 @@ impl<T: Float> Layer<T> for Sigmoid<T> {
         "Sigmoid"
     }
 
+    fn describe(&self) -> String {
+        "sigmoid".into()
+    }
+
     fn forward(&mut self, x: ArrayD<T>) -> ArrayD<T> {
         let y = self.predict(x);
         self.out = Some(y.clone());

@@ -31,6 +31,10 @@ impl<T: Float> Layer<T> for Tanh<T> {
         "Tanh"
     }
 
+    fn describe(&self) -> String {
+        "tanh".into()
+    }
+
     fn forward(&mut self, x: ArrayD<T>) -> ArrayD<T> {
         let y = self.predict(x);
         self.out = Some(y.clone());
