@@ -73,6 +73,9 @@ pub enum Error {
     Config(String),
     /// The training loss became NaN or infinite.
     Diverged { iteration: usize, loss: f64 },
+    /// A model, checkpoint, image or run file is unusable: corrupt, truncated, of another
+    /// model, or missing what is needed.
+    File { path: PathBuf, problem: String },
 }
 
 impl fmt::Display for Error {
@@ -80,6 +83,7 @@ impl fmt::Display for Error {
         match self {
             Error::Io { path, source } => write!(f, "{}: {source}", path.display()),
             Error::Idx { path, problem } => write!(f, "{}: {problem}", path.display()),
+            Error::File { path, problem } => write!(f, "{}: {problem}", path.display()),
             Error::Data(msg) | Error::Config(msg) => f.write_str(msg),
             Error::Diverged { iteration, loss } => write!(
                 f,
@@ -100,3 +104,21 @@ impl std::error::Error for Error {
 
 /// `Result` with the library's [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// An [`Error::File`] for `path`.
+    pub fn file(path: &std::path::Path, problem: impl Into<String>) -> Error {
+        Error::File {
+            path: path.to_path_buf(),
+            problem: problem.into(),
+        }
+    }
+
+    /// An [`Error::Io`] for `path`.
+    pub fn io(path: &std::path::Path, source: io::Error) -> Error {
+        Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}

@@ -30,12 +30,15 @@
 //! ```
 
 pub mod alloc;
+pub mod checkpoint;
 pub mod compare;
 pub mod data;
 pub mod describe;
 pub mod error;
+pub mod evaluate;
 mod float;
 pub mod gradcheck;
+pub mod image;
 pub mod init;
 pub mod layers;
 pub mod linalg;
@@ -43,6 +46,7 @@ pub mod models;
 mod network;
 pub mod optim;
 pub mod parallel;
+pub mod plot;
 mod rng;
 pub mod train;
 

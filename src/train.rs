@@ -132,7 +132,8 @@ pub struct TrainConfig {
     pub validation: f64,
     /// Seed of the one generator behind initialisation, the split, batches and dropout.
     pub seed: u64,
-    /// Threads for evaluating accuracy (the training step itself runs on one).
+    /// Threads for the layers with enough work (convolutions, large products) and for
+    /// evaluation. Results do not depend on it.
     pub threads: usize,
 }
 
@@ -282,52 +283,179 @@ pub struct Trained {
 pub fn train(
     cfg: &TrainConfig,
     data: &Mnist,
-    mut on_epoch: impl FnMut(&EpochReport),
+    on_epoch: impl FnMut(&EpochReport),
 ) -> Result<Trained> {
-    cfg.validate()?;
-    if data.train.is_empty() {
-        return Err(Error::Data("the training set is empty".into()));
+    struct OnEpoch<F>(F);
+    impl<F: FnMut(&EpochReport)> Observer for OnEpoch<F> {
+        fn epoch(&mut self, report: &EpochReport, _: &mut TrainState) -> Result<()> {
+            (self.0)(report);
+            Ok(())
+        }
     }
-    let start = Instant::now();
-    let mut rng = Rng::new(cfg.seed);
-    let mut net = build(cfg, data, &mut rng)?;
-    net.set_threads(cfg.threads);
-    let mut optimizer = optim::by_name::<f32>(&cfg.optimizer, cfg.lr)?;
-    let (train_set, validation) = split(&data.train, cfg.validation, &mut rng)?;
-    let n = train_set.len();
-    let iters_per_epoch = match cfg.sampling {
+    let run = train_with(cfg, data, |_| Ok(()), &mut OnEpoch(on_epoch))?;
+    Ok(Trained {
+        network: run.state.network,
+        epochs: run.epochs,
+        summary: run.summary.expect("nothing asks to stop"),
+    })
+}
+
+/// Everything a run needs to go on from where it is, bit for bit: what a checkpoint holds
+/// (with the configuration).
+pub struct TrainState {
+    pub network: Network<f32>,
+    pub optimizer: Box<dyn Optimizer<f32>>,
+    /// The run's generator: next batches and shuffles.
+    pub rng: Rng,
+    /// The current epoch's permutation of the training samples (shuffled sampling).
+    pub order: Vec<usize>,
+    /// Updates done.
+    pub iteration: usize,
+    /// Sum and count of the mini-batch losses of the current epoch so far.
+    pub epoch_loss: f64,
+    pub epoch_iters: usize,
+    /// Loss of the last mini-batch (NaN before the first).
+    pub last_loss: f64,
+    /// Seconds spent in earlier sessions of this run (before a resume).
+    pub elapsed_s: f64,
+    /// The best epoch accuracy so far (validation when held out, else test), -1 before any.
+    pub best_accuracy: f64,
+}
+
+/// Where a run is, after each update.
+#[derive(Clone, Copy, Debug)]
+pub struct Progress {
+    /// Updates done, of `total`.
+    pub iteration: usize,
+    pub total: usize,
+    /// 1-based epoch, and updates done within it, of `per_epoch`.
+    pub epoch: usize,
+    pub within: usize,
+    pub per_epoch: usize,
+    /// Mean mini-batch loss of the epoch so far.
+    pub loss: f64,
+    /// Seconds since this session started.
+    pub session_s: f64,
+}
+
+/// What a caller sees of a run: each update, each epoch (with the state, to save it), and
+/// whether to stop early.
+pub trait Observer {
+    fn iteration(&mut self, _progress: &Progress) {}
+    /// After each epoch's evaluation; an error ends the run with it.
+    fn epoch(&mut self, _report: &EpochReport, _state: &mut TrainState) -> Result<()> {
+        Ok(())
+    }
+    /// Asked after every update: true stops the run there (Ctrl-C).
+    fn should_stop(&self) -> bool {
+        false
+    }
+}
+
+/// What [`train_with`] returns.
+pub struct Run {
+    pub state: TrainState,
+    /// This session's epoch reports.
+    pub epochs: Vec<EpochReport>,
+    /// None when the observer stopped the run before its end.
+    pub summary: Option<Summary>,
+}
+
+impl Run {
+    /// True when the run stopped before its last update.
+    pub fn stopped(&self) -> bool {
+        self.summary.is_none()
+    }
+}
+
+/// The number of updates an epoch has, and the run has, for `n` training samples.
+fn schedule_lengths(cfg: &TrainConfig, n: usize) -> (usize, usize) {
+    let per_epoch = match cfg.sampling {
         Sampling::Random => (n / cfg.batch_size).max(1),
         Sampling::Shuffle => n.div_ceil(cfg.batch_size),
     };
     let total = match cfg.length {
         Length::Iterations(k) => k,
-        Length::Epochs(e) => e * iters_per_epoch,
+        Length::Epochs(e) => e * per_epoch,
     };
+    (per_epoch, total)
+}
 
-    let mut order: Vec<usize> = (0..n).collect();
+/// Trains as [`train`] does, from a fresh state that `restore` may overwrite (with a
+/// checkpoint's: the run then goes on exactly as if never interrupted), reporting to
+/// `observer`.
+pub fn train_with(
+    cfg: &TrainConfig,
+    data: &Mnist,
+    restore: impl FnOnce(&mut TrainState) -> Result<()>,
+    observer: &mut dyn Observer,
+) -> Result<Run> {
+    cfg.validate()?;
+    if data.train.is_empty() {
+        return Err(Error::Data("the training set is empty".into()));
+    }
+    let start = Instant::now();
+    // the fresh run: initialisation, then the split, from the seed (a restored state replays
+    // them, so that the split is the same)
+    let mut rng = Rng::new(cfg.seed);
+    let mut network = build(cfg, data, &mut rng)?;
+    network.set_threads(cfg.threads);
+    let optimizer = optim::by_name::<f32>(&cfg.optimizer, cfg.lr)?;
+    let (train_set, validation) = split(&data.train, cfg.validation, &mut rng)?;
+    let n = train_set.len();
+    let mut state = TrainState {
+        network,
+        optimizer,
+        rng,
+        order: (0..n).collect(),
+        iteration: 0,
+        epoch_loss: 0.0,
+        epoch_iters: 0,
+        last_loss: f64::NAN,
+        elapsed_s: 0.0,
+        best_accuracy: -1.0,
+    };
+    restore(&mut state)?;
+    let (per_epoch, total) = schedule_lengths(cfg, n);
+    if state.order.len() != n || state.iteration > total {
+        return Err(Error::Config(format!(
+            "the saved state ({} samples, {} updates) does not fit this run ({n} samples, {total} updates)",
+            state.order.len(),
+            state.iteration
+        )));
+    }
+
     let mut indices = Vec::with_capacity(cfg.batch_size);
-    let (mut epoch_loss, mut epoch_iters, mut last_loss) = (0.0, 0, f64::NAN);
     let mut epoch_start = Instant::now();
     let mut epochs = Vec::new();
-    for i in 0..total {
-        let (epoch, within) = (i / iters_per_epoch, i % iters_per_epoch);
+    while state.iteration < total {
+        if observer.should_stop() {
+            state.elapsed_s += start.elapsed().as_secs_f64();
+            return Ok(Run {
+                state,
+                epochs,
+                summary: None,
+            });
+        }
+        let i = state.iteration;
+        let (epoch, within) = (i / per_epoch, i % per_epoch);
         // the batch: random draws (np.random.choice) or the next slice of this epoch's shuffle
         indices.clear();
         match cfg.sampling {
-            Sampling::Random => indices.extend((0..cfg.batch_size).map(|_| rng.below(n))),
+            Sampling::Random => indices.extend((0..cfg.batch_size).map(|_| state.rng.below(n))),
             Sampling::Shuffle => {
                 if within == 0 {
-                    shuffle(&mut order, &mut rng);
+                    shuffle(&mut state.order, &mut state.rng);
                 }
                 let s = within * cfg.batch_size;
-                indices.extend_from_slice(&order[s..(s + cfg.batch_size).min(n)]);
+                indices.extend_from_slice(&state.order[s..(s + cfg.batch_size).min(n)]);
             }
         }
         let lr = cfg.schedule.lr(cfg.lr, i, total, epoch);
-        optimizer.set_learning_rate(lr);
+        state.optimizer.set_learning_rate(lr);
         let loss = step(
-            &mut net,
-            optimizer.as_mut(),
+            &mut state.network,
+            state.optimizer.as_mut(),
             &train_set,
             &indices,
             cfg.clip_grad_norm,
@@ -338,25 +466,41 @@ pub fn train(
                 loss,
             });
         }
-        (epoch_loss, epoch_iters, last_loss) = (epoch_loss + loss, epoch_iters + 1, loss);
+        state.iteration += 1;
+        state.epoch_loss += loss;
+        state.epoch_iters += 1;
+        state.last_loss = loss;
+        observer.iteration(&Progress {
+            iteration: state.iteration,
+            total,
+            epoch: epoch + 1,
+            within: within + 1,
+            per_epoch,
+            loss: state.epoch_loss / state.epoch_iters as f64,
+            session_s: start.elapsed().as_secs_f64(),
+        });
 
-        if within + 1 == iters_per_epoch {
+        if within + 1 == per_epoch {
             let train_s = epoch_start.elapsed().as_secs_f64();
+            let net = &state.network;
             let report = EpochReport {
                 epoch: epoch + 1,
                 iteration: i + 1,
-                loss: epoch_loss / epoch_iters as f64,
-                train_accuracy: accuracy(&net, &train_set, cfg.threads),
-                validation_accuracy: validation.as_ref().map(|v| accuracy(&net, v, cfg.threads)),
-                test_accuracy: accuracy(&net, &data.test, cfg.threads),
+                loss: state.epoch_loss / state.epoch_iters as f64,
+                train_accuracy: accuracy(net, &train_set, cfg.threads),
+                validation_accuracy: validation.as_ref().map(|v| accuracy(net, v, cfg.threads)),
+                test_accuracy: accuracy(net, &data.test, cfg.threads),
                 lr,
-                elapsed_s: start.elapsed().as_secs_f64(),
+                elapsed_s: state.elapsed_s + start.elapsed().as_secs_f64(),
                 epoch_s: epoch_start.elapsed().as_secs_f64(),
                 train_s,
             };
-            (epoch_loss, epoch_iters, epoch_start) = (0.0, 0, Instant::now());
-            on_epoch(&report);
+            (state.epoch_loss, state.epoch_iters) = (0.0, 0);
+            observer.epoch(&report, &mut state)?;
+            let watched = report.validation_accuracy.unwrap_or(report.test_accuracy);
+            state.best_accuracy = state.best_accuracy.max(watched);
             epochs.push(report);
+            epoch_start = Instant::now();
         }
     }
     // The final figures after the last update (the last epoch report may be older).
@@ -364,24 +508,28 @@ pub fn train(
         Some(r) if r.iteration == total => {
             (r.train_accuracy, r.validation_accuracy, r.test_accuracy)
         }
-        _ => (
-            accuracy(&net, &train_set, cfg.threads),
-            validation.as_ref().map(|v| accuracy(&net, v, cfg.threads)),
-            accuracy(&net, &data.test, cfg.threads),
-        ),
+        _ => {
+            let net = &state.network;
+            (
+                accuracy(net, &train_set, cfg.threads),
+                validation.as_ref().map(|v| accuracy(net, v, cfg.threads)),
+                accuracy(net, &data.test, cfg.threads),
+            )
+        }
     };
+    state.elapsed_s += start.elapsed().as_secs_f64();
     let summary = Summary {
-        elapsed_s: start.elapsed().as_secs_f64(),
+        elapsed_s: state.elapsed_s,
         iterations: total,
         train_accuracy,
         validation_accuracy,
         test_accuracy,
-        final_loss: last_loss,
+        final_loss: state.last_loss,
     };
-    Ok(Trained {
-        network: net,
+    Ok(Run {
+        state,
         epochs,
-        summary,
+        summary: Some(summary),
     })
 }
 

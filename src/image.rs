@@ -1,0 +1,330 @@
+//! Digit images from files (PNG, JPEG, PGM), prepared as MNIST's are.
+//!
+//! MNIST digits are white ink on black, their ink scaled to fit a 20x20 box and placed in the
+//! 28x28 image with the ink's centre of mass at the centre. [`mnist_like`] does the same to
+//! any photo or drawing of a digit: grey, inverted when the background is light, cropped to
+//! the ink, scaled, centred.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// A grey image, values in [0, 1], row-major.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Grey {
+    pub width: usize,
+    pub height: usize,
+    pub pixels: Vec<f32>,
+}
+
+/// Reads a PNG, JPEG or PGM (P2 or P5) file as grey; the format is told by its first bytes.
+pub fn load(path: &Path) -> Result<Grey> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bad = |what: String| Error::file(path, what);
+    let img = if bytes.starts_with(b"\x89PNG") {
+        png_grey(&bytes).map_err(|e| bad(format!("unreadable PNG: {e}")))?
+    } else if bytes.starts_with(&[0xFF, 0xD8]) {
+        jpeg_grey(&bytes).map_err(|e| bad(format!("unreadable JPEG: {e}")))?
+    } else if bytes.starts_with(b"P5") || bytes.starts_with(b"P2") {
+        pgm_grey(&bytes).map_err(|e| bad(format!("unreadable PGM: {e}")))?
+    } else {
+        return Err(bad("not a PNG, JPEG or PGM image".into()));
+    };
+    if img.width == 0 || img.height == 0 {
+        return Err(bad("the image is empty".into()));
+    }
+    Ok(img)
+}
+
+fn png_grey(bytes: &[u8]) -> std::result::Result<Grey, String> {
+    let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+    decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+    let mut reader = decoder.read_info().map_err(|e| e.to_string())?;
+    let size = reader
+        .output_buffer_size()
+        .ok_or("the image is too large")?;
+    let mut buf = vec![0; size];
+    let frame = reader.next_frame(&mut buf).map_err(|e| e.to_string())?;
+    let (w, h) = (frame.width as usize, frame.height as usize);
+    let channels = frame.color_type.samples();
+    let data = &buf[..frame.buffer_size()];
+    let pixels = data
+        .chunks_exact(channels)
+        .take(w * h)
+        .map(|p| {
+            let grey = match channels {
+                1 | 2 => p[0] as f32,
+                _ => 0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32,
+            };
+            // transparent pixels count as the background (white): ink is what is drawn
+            let alpha = match channels {
+                2 => p[1] as f32 / 255.0,
+                4 => p[3] as f32 / 255.0,
+                _ => 1.0,
+            };
+            (grey * alpha + 255.0 * (1.0 - alpha)) / 255.0
+        })
+        .collect::<Vec<f32>>();
+    if pixels.len() != w * h {
+        return Err("pixel data is short".into());
+    }
+    Ok(Grey {
+        width: w,
+        height: h,
+        pixels,
+    })
+}
+
+fn jpeg_grey(bytes: &[u8]) -> std::result::Result<Grey, String> {
+    use zune_jpeg::zune_core::colorspace::ColorSpace;
+    use zune_jpeg::zune_core::options::DecoderOptions;
+    let options = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::Luma);
+    let mut decoder =
+        zune_jpeg::JpegDecoder::new_with_options(std::io::Cursor::new(bytes), options);
+    let data = decoder.decode().map_err(|e| format!("{e:?}"))?;
+    let info = decoder.info().ok_or("no image information")?;
+    let (w, h) = (info.width as usize, info.height as usize);
+    if data.len() < w * h {
+        return Err("pixel data is short".into());
+    }
+    Ok(Grey {
+        width: w,
+        height: h,
+        pixels: data[..w * h].iter().map(|&v| v as f32 / 255.0).collect(),
+    })
+}
+
+fn pgm_grey(bytes: &[u8]) -> std::result::Result<Grey, String> {
+    // header: magic, width, height, maxval as whitespace-separated words (# comments)
+    let mut pos = 2;
+    let mut words = Vec::new();
+    while words.len() < 3 {
+        while pos < bytes.len() && (bytes[pos].is_ascii_whitespace() || bytes[pos] == b'#') {
+            if bytes[pos] == b'#' {
+                while pos < bytes.len() && bytes[pos] != b'\n' {
+                    pos += 1;
+                }
+            } else {
+                pos += 1;
+            }
+        }
+        let start = pos;
+        while pos < bytes.len() && bytes[pos].is_ascii_digit() {
+            pos += 1;
+        }
+        let word = std::str::from_utf8(&bytes[start..pos]).unwrap_or("");
+        words.push(
+            word.parse::<usize>()
+                .map_err(|_| "malformed header".to_string())?,
+        );
+    }
+    let (w, h, max) = (words[0], words[1], words[2]);
+    if max == 0 || max > 65535 || w.checked_mul(h).is_none_or(|n| n > 1 << 28) {
+        return Err("invalid header values".into());
+    }
+    let n = w * h;
+    let values: Vec<f32> = if bytes.starts_with(b"P5") {
+        let data = &bytes[(pos + 1).min(bytes.len())..];
+        let wide = max > 255;
+        let need = n * if wide { 2 } else { 1 };
+        if data.len() < need {
+            return Err(format!("truncated: {} of {need} data bytes", data.len()));
+        }
+        if wide {
+            data.chunks_exact(2)
+                .take(n)
+                .map(|b| u16::from_be_bytes([b[0], b[1]]) as f32)
+                .collect()
+        } else {
+            data[..n].iter().map(|&v| v as f32).collect()
+        }
+    } else {
+        let text = std::str::from_utf8(&bytes[pos..]).map_err(|_| "not ASCII".to_string())?;
+        let v = text
+            .split_ascii_whitespace()
+            .take(n)
+            .map(|t| t.parse::<f32>())
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|_| "malformed pixel value".to_string())?;
+        if v.len() < n {
+            return Err(format!("truncated: {} of {n} values", v.len()));
+        }
+        v
+    };
+    Ok(Grey {
+        width: w,
+        height: h,
+        pixels: values
+            .iter()
+            .map(|&v| (v / max as f32).clamp(0.0, 1.0))
+            .collect(),
+    })
+}
+
+/// Bilinear sample of `img` at (x, y) in pixel units (pixel centres at +0.5); outside is 0.
+fn sample(img: &Grey, x: f32, y: f32) -> f32 {
+    let (fx, fy) = (x - 0.5, y - 0.5);
+    let (x0, y0) = (fx.floor(), fy.floor());
+    let (tx, ty) = (fx - x0, fy - y0);
+    let at = |xi: f32, yi: f32| {
+        if xi < 0.0 || yi < 0.0 || xi as usize >= img.width || yi as usize >= img.height {
+            0.0
+        } else {
+            img.pixels[yi as usize * img.width + xi as usize]
+        }
+    };
+    let top = at(x0, y0) * (1.0 - tx) + at(x0 + 1.0, y0) * tx;
+    let bottom = at(x0, y0 + 1.0) * (1.0 - tx) + at(x0 + 1.0, y0 + 1.0) * tx;
+    top * (1.0 - ty) + bottom * ty
+}
+
+/// `img` as an MNIST sample of `height x width` (28x28 for MNIST), values in [0, 1]:
+/// inverted if the background (the border's mean) is light; the ink's bounding box scaled,
+/// keeping its aspect, to fit 20/28 of the size; the ink's centre of mass put at the centre.
+pub fn mnist_like(img: &Grey, height: usize, width: usize) -> Vec<f32> {
+    let (w, h) = (img.width, img.height);
+    let border: Vec<f32> = (0..w)
+        .flat_map(|x| [img.pixels[x], img.pixels[(h - 1) * w + x]])
+        .chain((0..h).flat_map(|y| [img.pixels[y * w], img.pixels[y * w + w - 1]]))
+        .collect();
+    let background = border.iter().sum::<f32>() / border.len() as f32;
+    let ink: Vec<f32> = img
+        .pixels
+        .iter()
+        .map(|&v| {
+            let v = if background > 0.5 { 1.0 - v } else { v };
+            // the background level becomes 0, full ink 1
+            let bg = background.min(1.0 - background);
+            ((v - bg) / (1.0 - bg).max(1e-6)).clamp(0.0, 1.0)
+        })
+        .collect();
+    let inked = Grey {
+        width: w,
+        height: h,
+        pixels: ink,
+    };
+    // bounding box of the ink
+    let threshold = 0.2;
+    let (mut x0, mut y0, mut x1, mut y1) = (w, h, 0, 0);
+    for y in 0..h {
+        for x in 0..w {
+            if inked.pixels[y * w + x] > threshold {
+                (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x + 1), y1.max(y + 1));
+            }
+        }
+    }
+    if x0 >= x1 {
+        return vec![0.0; height * width]; // no ink: a blank image
+    }
+    // scale the box to fit 20/28 of the target, keeping the aspect
+    let (bw, bh) = ((x1 - x0) as f32, (y1 - y0) as f32);
+    let fit = (20.0 / 28.0) * (height.min(width) as f32);
+    let scale = fit / bw.max(bh);
+    let (sw, sh) = (
+        (bw * scale).round().max(1.0) as usize,
+        (bh * scale).round().max(1.0) as usize,
+    );
+    // area-averaged downscale (supersampled 4x4 bilinear), into a small image
+    let mut small = vec![0f32; sw * sh];
+    let sub = 4;
+    for sy in 0..sh {
+        for sx in 0..sw {
+            let mut acc = 0.0;
+            for j in 0..sub {
+                for i in 0..sub {
+                    let u = (sx as f32 + (i as f32 + 0.5) / sub as f32) / scale + x0 as f32;
+                    let v = (sy as f32 + (j as f32 + 0.5) / sub as f32) / scale + y0 as f32;
+                    acc += sample(&inked, u, v);
+                }
+            }
+            small[sy * sw + sx] = acc / (sub * sub) as f32;
+        }
+    }
+    // centre of mass of the small image goes to the centre of the target
+    let mass: f32 = small.iter().sum();
+    let (mut cx, mut cy) = (sw as f32 / 2.0, sh as f32 / 2.0);
+    if mass > 0.0 {
+        cx = small
+            .iter()
+            .enumerate()
+            .map(|(k, v)| v * ((k % sw) as f32 + 0.5))
+            .sum::<f32>()
+            / mass;
+        cy = small
+            .iter()
+            .enumerate()
+            .map(|(k, v)| v * ((k / sw) as f32 + 0.5))
+            .sum::<f32>()
+            / mass;
+    }
+    let (ox, oy) = (
+        (width as f32 / 2.0 - cx).round() as i64,
+        (height as f32 / 2.0 - cy).round() as i64,
+    );
+    let mut out = vec![0f32; height * width];
+    for sy in 0..sh {
+        for sx in 0..sw {
+            let (tx, ty) = (sx as i64 + ox, sy as i64 + oy);
+            if tx >= 0 && ty >= 0 && (tx as usize) < width && (ty as usize) < height {
+                out[ty as usize * width + tx as usize] = small[sy * sw + sx];
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dark_stroke_on_white_becomes_a_centred_white_stroke_on_black() {
+        // a 60x40 white image with a black vertical bar near the left edge
+        let (w, h) = (60, 40);
+        let pixels = (0..w * h)
+            .map(|k| {
+                let (x, y) = (k % w, k / w);
+                if (5..9).contains(&x) && (5..35).contains(&y) {
+                    0.0
+                } else {
+                    1.0
+                }
+            })
+            .collect();
+        let out = mnist_like(
+            &Grey {
+                width: w,
+                height: h,
+                pixels,
+            },
+            28,
+            28,
+        );
+        // the background is black, the ink white, 20 rows tall, centred
+        let rows: Vec<usize> = (0..28)
+            .filter(|y| (0..28).any(|x| out[y * 28 + x] > 0.5))
+            .collect();
+        assert_eq!(rows.len(), 20, "{rows:?}");
+        assert_eq!((rows[0], rows[19]), (4, 23));
+        let cols: Vec<usize> = (0..28)
+            .filter(|x| (0..28).any(|y| out[y * 28 + x] > 0.5))
+            .collect();
+        let mid = (cols[0] + cols[cols.len() - 1]) as f32 / 2.0;
+        assert!((mid - 13.5).abs() <= 1.0, "{cols:?}");
+        assert_eq!(out[0], 0.0);
+    }
+
+    #[test]
+    fn pgm_both_kinds_and_bad_headers() {
+        let p2 = b"P2\n# a comment\n2 2\n255\n0 255\n128 64\n";
+        let g = pgm_grey(p2).unwrap();
+        assert_eq!((g.width, g.height), (2, 2));
+        assert_eq!(g.pixels[1], 1.0);
+        let mut p5 = b"P5 2 1 255\n".to_vec();
+        p5.extend([0, 255]);
+        assert_eq!(pgm_grey(&p5).unwrap().pixels, vec![0.0, 1.0]);
+        assert!(pgm_grey(b"P5 2 2 255\n\x00").is_err());
+        assert!(pgm_grey(b"P5 x 2 255\n").is_err());
+        assert!(pgm_grey(b"P5 2 2 0\n").is_err());
+    }
+}
