@@ -29,6 +29,13 @@ enum Command {
     /// Train with std 0.01, Xavier and He initial weights side by side (the book's
     /// weight_init_compare.py).
     CompareInit(cmd::compare::CompareArgs),
+    /// Accuracy, loss, per-class accuracy and confusion matrix of a saved model on the test
+    /// set.
+    Eval(cmd::eval::EvalArgs),
+    /// The top three classes of digit images (PNG, JPEG, PGM) by a saved model.
+    Predict(cmd::predict::PredictArgs),
+    /// Draw a run's learning curves and confusion matrix (SVG and PNG).
+    Plot(cmd::plot::PlotArgs),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +47,9 @@ fn main() -> ExitCode {
             cmd::compare::run(args, cmd::compare::Contest::Optimizers)
         }
         Command::CompareInit(args) => cmd::compare::run(args, cmd::compare::Contest::Init),
+        Command::Eval(args) => cmd::eval::run(args),
+        Command::Predict(args) => cmd::predict::run(args),
+        Command::Plot(args) => cmd::plot::run(args),
     };
     match result {
         Ok(code) => code,

@@ -4,15 +4,22 @@ mod common;
 
 use std::path::Path;
 use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::{scratch_dir, write_dataset};
 
 fn backprop(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_backprop"))
-        .args(args)
-        .output()
-        .expect("the binary runs")
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_backprop"));
+    cmd.args(args);
+    // a training run writes its run directory: into a scratch one, not the repository
+    if args.first() == Some(&"train") && !args.iter().any(|a| ["--out", "--save"].contains(a)) {
+        let out = scratch_dir(&format!("run-{}", RUNS.fetch_add(1, Ordering::SeqCst)));
+        cmd.arg("--out").arg(out);
+    }
+    cmd.output().expect("the binary runs")
 }
+
+static RUNS: AtomicUsize = AtomicUsize::new(0);
 
 /// A small data set (2000 training, 500 test images of MNIST) as raw IDX files.
 fn small_data(name: &str) -> String {

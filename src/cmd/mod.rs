@@ -1,8 +1,14 @@
 //! One module per subcommand: flags, then calls into the library, then printing.
 
 pub mod compare;
+pub mod eval;
 pub mod gradcheck;
+pub mod metrics;
+pub mod plot;
+pub mod predict;
 pub mod train;
+
+pub use plot::plot_run;
 
 /// JSON has no NaN or infinity: those become null.
 pub fn json_number(x: f64) -> String {

@@ -1,57 +1,75 @@
 //! `backprop train`.
 
-use std::path::PathBuf;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
+use backprop::checkpoint::{ModelInfo, SavedFile, save_checkpoint, write_atomic};
 use backprop::data::Mnist;
-use backprop::train::{self, EpochReport, Length, Model, Sampling, Schedule, Summary, TrainConfig};
+use backprop::evaluate::evaluate;
+use backprop::train::{
+    self, EpochReport, Length, Model, Observer, Progress, Sampling, Schedule, Summary, TrainConfig,
+    TrainState,
+};
 use backprop::{Activation, Error, Init};
+use serde::{Deserialize, Serialize};
 
-use super::json_number;
+use super::{json_number, metrics, plot_run};
 
-#[derive(clap::Args)]
+/// The settings of a run: flags, or keys of a `--config` TOML file (a key is its flag without
+/// the dashes: `batch-size = 100`); a flag overrides the file.
+#[derive(clap::Args, Clone, Debug, Default, Serialize, Deserialize)]
 #[command(allow_negative_numbers = true)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct TrainArgs {
-    /// Directory with the four MNIST IDX files (gzip or raw).
-    #[arg(long, default_value = "data/mnist")]
-    data: PathBuf,
+    /// Directory with the four MNIST IDX files (gzip or raw) [default: data/mnist].
+    #[arg(long)]
+    data: Option<PathBuf>,
     /// two-layer (the book's TwoLayerNet), mlp (MultiLayerNet: any depth, batch norm,
-    /// dropout), simple-cnn (SimpleConvNet, ch. 7) or deep-cnn (DeepConvNet, ch. 8).
-    #[arg(long, default_value = "two-layer")]
-    model: String,
+    /// dropout), simple-cnn (SimpleConvNet, ch. 7) or deep-cnn (DeepConvNet, ch. 8)
+    /// [default: two-layer].
+    #[arg(long)]
+    model: Option<String>,
     /// A file describing the layers, one a line (conv, pool, affine, relu, ...; see the
     /// README), instead of --model.
     #[arg(long, conflicts_with = "model")]
     layers: Option<PathBuf>,
-    /// Hidden units, one number per hidden layer: 50, or 256,256.
-    #[arg(long, default_value = "50")]
-    hidden: String,
-    /// Activation of the hidden layers (mlp): relu, sigmoid or tanh.
-    #[arg(long, default_value = "relu")]
-    activation: String,
+    /// The text of a layer description (what --layers reads; set in saved configurations).
+    #[arg(skip)]
+    layer_description: Option<String>,
+    /// Hidden units, one number per hidden layer: 50, or 256,256 [default: 50].
+    #[arg(long)]
+    hidden: Option<String>,
+    /// Activation of the hidden layers (mlp): relu, sigmoid or tanh [default: relu].
+    #[arg(long)]
+    activation: Option<String>,
     /// Initial weights: he/relu, xavier/sigmoid, or a standard deviation [default: 0.01 for
     /// two-layer, else he for relu and xavier for sigmoid and tanh].
     #[arg(long, alias = "init-std")]
     init: Option<String>,
     /// Batch normalization after each hidden affine layer (mlp).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    batch_norm: Option<bool>,
+    /// Dropout ratio after each hidden activation, in [0, 1) (mlp) [default: 0].
+    #[arg(long, allow_hyphen_values = true)]
+    dropout: Option<f64>,
+    /// L2 weight decay λ (the book's weight_decay_lambda) [default: 0].
+    #[arg(long, allow_hyphen_values = true)]
+    weight_decay: Option<f64>,
+    /// sgd, momentum, nesterov, adagrad, rmsprop, adam or adamw [default: sgd].
     #[arg(long)]
-    batch_norm: bool,
-    /// Dropout ratio after each hidden activation, in [0, 1) (mlp).
-    #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
-    dropout: f64,
-    /// L2 weight decay λ (the book's weight_decay_lambda).
-    #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
-    weight_decay: f64,
-    /// sgd, momentum, nesterov, adagrad, rmsprop, adam or adamw.
-    #[arg(long, default_value = "sgd")]
-    optimizer: String,
+    optimizer: Option<String>,
     /// Learning rate [default: 0.1 for sgd (the book's ch05), else the book's rate for the
     /// optimizer: 0.01, and 0.001 for adam and adamw].
     #[arg(long, allow_hyphen_values = true)]
     lr: Option<f64>,
-    /// constant, cosine, or step:EVERY:GAMMA (times GAMMA every EVERY epochs).
-    #[arg(long, default_value = "constant")]
-    lr_schedule: String,
+    /// constant, cosine, or step:EVERY:GAMMA (times GAMMA every EVERY epochs) [default:
+    /// constant].
+    #[arg(long)]
+    lr_schedule: Option<String>,
     /// Rescale the gradients when their global L2 norm exceeds this.
     #[arg(long, allow_hyphen_values = true)]
     clip_grad_norm: Option<f64>,
@@ -65,31 +83,117 @@ pub struct TrainArgs {
     /// shuffle with --epochs].
     #[arg(long)]
     sampling: Option<String>,
-    /// Samples per mini-batch.
-    #[arg(long, default_value_t = 100)]
-    batch_size: usize,
-    /// Fraction of the training set held out for validation, in [0, 1).
-    #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
-    validation: f64,
-    /// Seed of the random generator (same seed, same run, bit for bit).
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    /// Samples per mini-batch [default: 100].
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Fraction of the training set held out for validation, in [0, 1) [default: 0].
+    #[arg(long, allow_hyphen_values = true)]
+    validation: Option<f64>,
+    /// Seed of the random generator (same seed, same run, bit for bit) [default: 0].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Threads for the convolutions, large products and evaluation; results do not depend
+    /// on it [default: all cores].
+    #[arg(long)]
+    threads: Option<usize>,
+
+    /// A TOML file of these settings (`model = "simple-cnn"`, `epochs = 20`, ...); flags
+    /// given as well override it.
+    #[arg(long)]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// Write checkpoints into DIR at each epoch's end and at the end (last.safetensors, and
+    /// best.safetensors by validation, else test, accuracy); DIR is then the run directory.
+    #[arg(long, value_name = "DIR")]
+    #[serde(skip)]
+    save: Option<PathBuf>,
+    /// Go on with the run a checkpoint saved (its settings; flags given override them, and a
+    /// run resumed unchanged ends bit-identical to one never interrupted).
+    #[arg(long, value_name = "CHECKPOINT")]
+    #[serde(skip)]
+    resume: Option<PathBuf>,
+    /// The run directory: metrics.csv, config.toml, confusion.csv, plots [default: the
+    /// --save directory, the resumed checkpoint's, or runs/<date>-<time>].
+    #[arg(long, value_name = "DIR")]
+    #[serde(skip)]
+    out: Option<PathBuf>,
+    /// Draw the learning curves and the confusion matrix (SVG and PNG) at the end.
+    #[arg(long)]
+    #[serde(skip)]
+    plot: bool,
+    /// No progress bar or epoch lines: only the summary.
+    #[arg(long, short)]
+    #[serde(skip)]
+    quiet: bool,
     /// Print the final summary as one JSON object on the last line.
     #[arg(long)]
+    #[serde(skip)]
     json: bool,
 }
 
 impl TrainArgs {
+    /// The settings of `file` (TOML), each overridden by the same one in `self` if given.
+    fn over(self, file: TrainArgs) -> TrainArgs {
+        // the layer file or model given as a flag replaces the file's
+        let file = if self.layers.is_some() || self.model.is_some() {
+            TrainArgs {
+                layer_description: None,
+                layers: None,
+                model: None,
+                ..file
+            }
+        } else {
+            file
+        };
+        TrainArgs {
+            data: self.data.or(file.data),
+            model: self.model.or(file.model),
+            layers: self.layers.or(file.layers),
+            layer_description: self.layer_description.or(file.layer_description),
+            hidden: self.hidden.or(file.hidden),
+            activation: self.activation.or(file.activation),
+            init: self.init.or(file.init),
+            batch_norm: self.batch_norm.or(file.batch_norm),
+            dropout: self.dropout.or(file.dropout),
+            weight_decay: self.weight_decay.or(file.weight_decay),
+            optimizer: self.optimizer.or(file.optimizer),
+            lr: self.lr.or(file.lr),
+            lr_schedule: self.lr_schedule.or(file.lr_schedule),
+            clip_grad_norm: self.clip_grad_norm.or(file.clip_grad_norm),
+            iters: self.iters.or(file.iters),
+            epochs: self.epochs.or(file.epochs),
+            sampling: self.sampling.or(file.sampling),
+            batch_size: self.batch_size.or(file.batch_size),
+            validation: self.validation.or(file.validation),
+            seed: self.seed.or(file.seed),
+            threads: self.threads.or(file.threads),
+            ..self
+        }
+    }
+
+    /// Reads a settings file (TOML); errors name the file and the key.
+    fn from_toml(path: &Path, text: &str) -> Result<TrainArgs, Error> {
+        toml::from_str(text).map_err(|e| {
+            Error::file(
+                path,
+                format!(
+                    "not a valid settings file: {}",
+                    e.message().trim_end_matches('\n')
+                ),
+            )
+        })
+    }
+
     /// The checked configuration; errors name the flag.
     fn config(&self) -> Result<TrainConfig, Error> {
-        let layers = match &self.layers {
-            Some(path) => Some(std::fs::read_to_string(path).map_err(|source| Error::Io {
-                path: path.clone(),
-                source,
-            })?),
-            None => None,
+        let layers = match (&self.layer_description, &self.layers) {
+            (Some(text), _) => Some(text.clone()),
+            (None, Some(path)) => {
+                Some(std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?)
+            }
+            (None, None) => None,
         };
-        let model = match self.model.as_str() {
+        let model = match self.model.as_deref().unwrap_or("two-layer") {
             _ if layers.is_some() => Model::Described,
             "two-layer" | "twolayer" | "two_layer" => Model::TwoLayer,
             "mlp" => Model::Mlp,
@@ -101,8 +205,8 @@ impl TrainArgs {
                 )));
             }
         };
-        let hidden = self
-            .hidden
+        let hidden_text = self.hidden.as_deref().unwrap_or("50");
+        let hidden = hidden_text
             .split(',')
             .map(|h| h.trim().parse::<usize>())
             .collect::<Result<Vec<_>, _>>()
@@ -110,10 +214,14 @@ impl TrainArgs {
             .filter(|h| !h.is_empty())
             .ok_or_else(|| {
                 Error::Config(format!(
-                    "--hidden: {:?} is not a list of unit counts like 256,256",
-                    self.hidden
+                    "--hidden: {hidden_text:?} is not a list of unit counts like 256,256"
                 ))
             })?;
+        if self.iters.is_some() && self.epochs.is_some() {
+            return Err(Error::Config(
+                "--iters and --epochs: give one of them".into(),
+            ));
+        }
         let sampling = match self.sampling.as_deref() {
             None if self.epochs.is_some() => Sampling::Shuffle,
             None | Some("random") => Sampling::Random,
@@ -124,7 +232,11 @@ impl TrainArgs {
                 )));
             }
         };
-        let optimizer = self.optimizer.to_ascii_lowercase();
+        let optimizer = self
+            .optimizer
+            .as_deref()
+            .unwrap_or("sgd")
+            .to_ascii_lowercase();
         let lr = self.lr.unwrap_or(match optimizer.as_str() {
             "sgd" => 0.1,
             "adam" | "adamw" => 0.001,
@@ -135,53 +247,238 @@ impl TrainArgs {
             (Some(i), None) => Length::Iterations(i),
             (None, None) => Length::Iterations(10_000),
         };
+        let defaults = TrainConfig::default();
         let cfg = TrainConfig {
             model,
             layers,
             hidden,
-            activation: Activation::parse(&self.activation)?,
+            activation: Activation::parse(self.activation.as_deref().unwrap_or("relu"))?,
             init: self.init.as_deref().map(Init::parse).transpose()?,
-            batch_norm: self.batch_norm,
-            dropout: self.dropout,
-            weight_decay: self.weight_decay,
+            batch_norm: self.batch_norm.unwrap_or(false),
+            dropout: self.dropout.unwrap_or(0.0),
+            weight_decay: self.weight_decay.unwrap_or(0.0),
             optimizer,
             lr,
-            schedule: Schedule::parse(&self.lr_schedule)?,
+            schedule: Schedule::parse(self.lr_schedule.as_deref().unwrap_or("constant"))?,
             clip_grad_norm: self.clip_grad_norm,
             length,
-            batch_size: self.batch_size,
+            batch_size: self.batch_size.unwrap_or(100),
             sampling,
-            validation: self.validation,
-            seed: self.seed,
-            ..TrainConfig::default()
+            validation: self.validation.unwrap_or(0.0),
+            seed: self.seed.unwrap_or(0),
+            threads: self.threads.unwrap_or(defaults.threads),
         };
         cfg.validate()?;
         Ok(cfg)
     }
+
+    /// These settings with every default written out (what `config.toml` and checkpoints
+    /// keep), from the configuration they gave.
+    fn resolved(&self, cfg: &TrainConfig) -> TrainArgs {
+        let (iters, epochs) = match cfg.length {
+            Length::Iterations(i) => (Some(i), None),
+            Length::Epochs(e) => (None, Some(e)),
+        };
+        TrainArgs {
+            data: Some(self.data_dir()),
+            model: Some(
+                match cfg.model {
+                    Model::TwoLayer => "two-layer",
+                    Model::Mlp => "mlp",
+                    Model::SimpleCnn => "simple-cnn",
+                    Model::DeepCnn => "deep-cnn",
+                    Model::Described => "described",
+                }
+                .into(),
+            ),
+            layers: None,
+            layer_description: cfg.layers.clone(),
+            hidden: Some(
+                cfg.hidden
+                    .iter()
+                    .map(|h| h.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            activation: Some(format!("{:?}", cfg.activation).to_lowercase()),
+            init: self.init.clone(),
+            batch_norm: Some(cfg.batch_norm),
+            dropout: Some(cfg.dropout),
+            weight_decay: Some(cfg.weight_decay),
+            optimizer: Some(cfg.optimizer.clone()),
+            lr: Some(cfg.lr),
+            lr_schedule: Some(match cfg.schedule {
+                Schedule::Constant => "constant".into(),
+                Schedule::Cosine => "cosine".into(),
+                Schedule::Step { every, gamma } => format!("step:{every}:{gamma}"),
+            }),
+            clip_grad_norm: cfg.clip_grad_norm,
+            iters,
+            epochs,
+            sampling: Some(
+                match cfg.sampling {
+                    Sampling::Random => "random",
+                    Sampling::Shuffle => "shuffle",
+                }
+                .into(),
+            ),
+            batch_size: Some(cfg.batch_size),
+            validation: Some(cfg.validation),
+            seed: Some(cfg.seed),
+            threads: None, // the machine's: results do not depend on it
+            ..TrainArgs::default()
+        }
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.data.clone().unwrap_or_else(|| "data/mnist".into())
+    }
+}
+
+/// The settings: flags over the `--config` file over the resumed checkpoint's.
+fn settings(args: &TrainArgs) -> Result<(TrainArgs, Option<SavedFile>), Error> {
+    let mut merged = args.clone();
+    if let Some(path) = &args.config {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        merged = merged.over(TrainArgs::from_toml(path, &text)?);
+    }
+    let resumed = match &args.resume {
+        None => None,
+        Some(path) => {
+            let saved = SavedFile::read(path)?;
+            let text = saved
+                .config
+                .clone()
+                .filter(|_| saved.is_checkpoint())
+                .ok_or_else(|| {
+                    Error::file(
+                        path,
+                        "a model file, not a checkpoint: it cannot resume a run",
+                    )
+                })?;
+            merged = merged.over(TrainArgs::from_toml(path, &text)?);
+            Some(saved)
+        }
+    };
+    Ok((merged, resumed))
 }
 
 pub fn run(args: TrainArgs) -> Result<ExitCode, Error> {
-    let cfg = args.config()?;
-    let data = Mnist::load(&args.data)?;
-    println!(
+    let (settings, resumed) = settings(&args)?;
+    let cfg = settings.config()?;
+    let data_dir = settings.data_dir();
+    let data = Mnist::load(&data_dir)?;
+    let say = |line: String| {
+        if !args.quiet {
+            println!("{line}");
+        }
+    };
+    say(format!(
         "data: {} training and {} test images of {}x{}, {} classes ({})",
         data.train.len(),
         data.test.len(),
         data.train.rows(),
         data.train.cols(),
         data.classes,
-        args.data.display()
-    );
-    match &args.layers {
-        Some(path) => println!("model: the layers described in {}", path.display()),
-        None => println!(
-            "model: {}",
-            describe(&cfg, data.train.input_size(), data.classes)
-        ),
+        data_dir.display()
+    ));
+    say(format!(
+        "model: {}",
+        describe(&cfg, data.train.input_size(), data.classes)
+    ));
+    say(format!("training: {}", describe_training(&cfg)));
+
+    // the run directory: config.toml, metrics.csv, checkpoints, confusion.csv, plots
+    let run_dir = args
+        .out
+        .clone()
+        .or_else(|| args.save.clone())
+        .or_else(|| {
+            args.resume
+                .as_ref()
+                .map(|p| p.parent().map_or(PathBuf::from("."), Path::to_path_buf))
+        })
+        .unwrap_or_else(|| PathBuf::from("runs").join(timestamp()));
+    let save_dir = args.save.clone().or_else(|| {
+        args.resume
+            .as_ref()
+            .map(|p| p.parent().map_or(PathBuf::from("."), Path::to_path_buf))
+    });
+    for dir in std::iter::once(&run_dir).chain(save_dir.as_ref()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        remove_stale_temporaries(dir);
     }
-    println!("training: {}", describe_training(&cfg));
-    let trained = train::train(&cfg, &data, print_epoch)?;
-    let s = &trained.summary;
+    let resolved = settings.resolved(&cfg);
+    let config_toml = toml::to_string(&resolved).expect("plain settings serialize");
+    write_atomic(&run_dir.join("config.toml"), config_toml.as_bytes())?;
+    let from = resumed.as_ref().map_or(0, |s| s.iteration());
+    let metrics = metrics::Writer::start(&run_dir.join("metrics.csv"), from)?;
+    if let Some(saved) = &resumed {
+        say(format!(
+            "resuming: {} at update {}",
+            saved.path.display(),
+            saved.iteration()
+        ));
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        // NOTE: a second Ctrl-C ends the process at once (nothing half-written: every file
+        // is written atomically).
+        let _ = ctrlc::set_handler(move || {
+            if stop.swap(true, Ordering::SeqCst) {
+                eprintln!("\ninterrupted again: exiting without saving");
+                std::process::exit(130);
+            }
+            eprintln!("\ninterrupted: stopping after this update");
+        });
+    }
+    let input = [1, data.train.rows(), data.train.cols()];
+    let mut observer = CliObserver {
+        quiet: args.quiet,
+        bar: (!args.quiet && std::io::stderr().is_terminal()).then(Bar::new),
+        stop: stop.clone(),
+        metrics,
+        save_dir: save_dir.clone(),
+        input,
+        classes: data.classes,
+        config: config_toml.clone(),
+    };
+    let run = train::train_with(
+        &cfg,
+        &data,
+        |state| match &resumed {
+            Some(saved) => saved.restore(state),
+            None => Ok(()),
+        },
+        &mut observer,
+    )?;
+    let mut state = run.state;
+    let info = ModelInfo::of(&state.network, input, data.classes);
+    if let Some(dir) = &save_dir {
+        save_checkpoint(
+            &dir.join("last.safetensors"),
+            &mut state,
+            &info,
+            &config_toml,
+        )?;
+    }
+    let Some(s) = run.summary else {
+        let how = match &save_dir {
+            Some(dir) => format!(
+                "saved {}; resume with: backprop train --resume {}",
+                dir.join("last.safetensors").display(),
+                dir.join("last.safetensors").display()
+            ),
+            None => "nothing saved (run with --save DIR to keep checkpoints)".into(),
+        };
+        eprintln!("stopped at update {} of the run: {how}", state.iteration);
+        return Ok(ExitCode::from(130));
+    };
+    // the test set's confusion matrix, for `backprop eval` figures and the plot
+    let eval = evaluate(&state.network, &data.test, data.classes, cfg.threads);
+    metrics::write_confusion(&run_dir.join("confusion.csv"), &eval.confusion)?;
     let val = s
         .validation_accuracy
         .map_or(String::new(), |v| format!(", validation accuracy {v:.4}"));
@@ -189,11 +486,159 @@ pub fn run(args: TrainArgs) -> Result<ExitCode, Error> {
         "done: {} iterations in {:.2} s, final loss {:.4}, train accuracy {:.4}{val}, test accuracy {:.4}",
         s.iterations, s.elapsed_s, s.final_loss, s.train_accuracy, s.test_accuracy
     );
+    if args.plot {
+        for file in plot_run(&run_dir)? {
+            say(format!("plot: {}", file.display()));
+        }
+    }
+    say(format!("run directory: {}", run_dir.display()));
     if args.json {
-        let epoch_s: Vec<f64> = trained.epochs.iter().map(|e| e.epoch_s).collect();
-        println!("{}", summary_json(s, &epoch_s));
+        let epoch_s: Vec<f64> = run.epochs.iter().map(|e| e.epoch_s).collect();
+        println!("{}", summary_json(&s, &epoch_s));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Removes the temporary files of writes a killed process never finished
+/// (`.last.safetensors.<pid>.tmp`; see `write_atomic`).
+fn remove_stale_temporaries(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') && name.ends_with(".tmp") && name.contains(".safetensors.") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// What the command line does at each update and epoch.
+struct CliObserver {
+    quiet: bool,
+    bar: Option<Bar>,
+    stop: Arc<AtomicBool>,
+    metrics: metrics::Writer,
+    save_dir: Option<PathBuf>,
+    input: [usize; 3],
+    classes: usize,
+    config: String,
+}
+
+impl Observer for CliObserver {
+    fn iteration(&mut self, p: &Progress) {
+        if let Some(bar) = &mut self.bar {
+            bar.draw(p);
+        }
+    }
+
+    fn epoch(&mut self, r: &EpochReport, state: &mut TrainState) -> Result<(), Error> {
+        if let Some(bar) = &mut self.bar {
+            bar.clear();
+        }
+        if !self.quiet {
+            print_epoch(r);
+        }
+        self.metrics.row(r)?;
+        if let Some(dir) = &self.save_dir {
+            let info = ModelInfo::of(&state.network, self.input, self.classes);
+            let elapsed = std::mem::replace(&mut state.elapsed_s, r.elapsed_s);
+            save_checkpoint(&dir.join("last.safetensors"), state, &info, &self.config)?;
+            let watched = r.validation_accuracy.unwrap_or(r.test_accuracy);
+            if watched > state.best_accuracy {
+                save_checkpoint(&dir.join("best.safetensors"), state, &info, &self.config)?;
+            }
+            state.elapsed_s = elapsed;
+        }
+        Ok(())
+    }
+
+    fn should_stop(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+}
+
+/// A one-line progress bar on the terminal (standard error), redrawn at most 10 times a
+/// second: `epoch 3/20 [=====>    ] 312/600  95.2 it/s  loss 0.1234  ETA 3s`.
+struct Bar {
+    last: Option<Instant>,
+    epoch_start: (usize, Instant),
+}
+
+impl Bar {
+    fn new() -> Bar {
+        Bar {
+            last: None,
+            epoch_start: (0, Instant::now()),
+        }
+    }
+
+    fn draw(&mut self, p: &Progress) {
+        if self.epoch_start.0 != p.epoch {
+            self.epoch_start = (p.epoch, Instant::now());
+        }
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t).as_millis() < 100)
+            && p.within != p.per_epoch
+        {
+            return;
+        }
+        self.last = Some(now);
+        let secs = now.duration_since(self.epoch_start.1).as_secs_f64();
+        let rate = p.within as f64 / secs.max(1e-9);
+        let eta = (p.per_epoch - p.within) as f64 / rate.max(1e-9);
+        let epochs = p.total.div_ceil(p.per_epoch);
+        let width = 30;
+        let filled = width * p.within / p.per_epoch.max(1);
+        let bar: String = (0..width)
+            .map(|i| {
+                if i < filled {
+                    '='
+                } else if i == filled {
+                    '>'
+                } else {
+                    ' '
+                }
+            })
+            .collect();
+        let mut err = std::io::stderr().lock();
+        let _ = write!(
+            err,
+            "\r\x1b[2Kepoch {}/{epochs} [{bar}] {}/{}  {rate:.1} it/s  loss {:.4}  ETA {eta:.0}s",
+            p.epoch, p.within, p.per_epoch, p.loss
+        );
+        let _ = err.flush();
+    }
+
+    fn clear(&mut self) {
+        let _ = write!(std::io::stderr(), "\r\x1b[2K");
+    }
+}
+
+/// `YYYYmmdd-HHMMSS` in UTC, for run directories.
+fn timestamp() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // days since 1970-01-01 to a civil date (Howard Hinnant's algorithm)
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
 }
 
 /// `TwoLayerNet 784-50-10` or `MultiLayerNet 784-256-256-10, relu, He init, batch norm, ...`.
