@@ -586,9 +586,15 @@ impl Bar {
             return;
         }
         self.last = Some(now);
+        // the epoch's clock starts at its first update: rates from the second one on
         let secs = now.duration_since(self.epoch_start.1).as_secs_f64();
-        let rate = p.within as f64 / secs.max(1e-9);
-        let eta = (p.per_epoch - p.within) as f64 / rate.max(1e-9);
+        let speed = if p.within > 1 && secs > 0.0 {
+            let rate = (p.within - 1) as f64 / secs;
+            let eta = (p.per_epoch - p.within) as f64 / rate;
+            format!("{rate:.1} it/s  ETA {eta:.0}s")
+        } else {
+            "-- it/s".into()
+        };
         let epochs = p.total.div_ceil(p.per_epoch);
         let width = 30;
         let filled = width * p.within / p.per_epoch.max(1);
@@ -606,7 +612,7 @@ impl Bar {
         let mut err = std::io::stderr().lock();
         let _ = write!(
             err,
-            "\r\x1b[2Kepoch {}/{epochs} [{bar}] {}/{}  {rate:.1} it/s  loss {:.4}  ETA {eta:.0}s",
+            "\r\x1b[2Kepoch {}/{epochs} [{bar}] {}/{}  loss {:.4}  {speed}",
             p.epoch, p.within, p.per_epoch, p.loss
         );
         let _ = err.flush();
