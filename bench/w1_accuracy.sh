@@ -10,7 +10,7 @@ if [ $# -gt 0 ]; then seeds=("$@"); else seeds=(0 1 2 3 4); fi
 printf '%-6s %-14s %-14s %-10s %s\n' seed test_accuracy train_accuracy final_loss elapsed_s
 accs=()
 for s in "${seeds[@]}"; do
-    json=$(./target/release/backprop train --seed "$s" --json | tail -n 1)
+    json=$(./target/release/backprop train --seed "$s" --json --out "$(mktemp -d)" | tail -n 1)
     field() { sed -E "s/.*\"$1\":([^,}]*).*/\1/" <<<"$json"; }
     printf '%-6s %-14.4f %-14.4f %-10.4f %.2f\n' "$s" "$(field test_accuracy)" "$(field train_accuracy)" \
         "$(field final_loss)" "$(field elapsed_s)"

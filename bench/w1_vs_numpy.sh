@@ -17,7 +17,7 @@ py=bench/.venv/bin/python
 elapsed() { sed -E 's/.*"elapsed_s": ?([0-9.eE+-]+).*/\1/' <<<"$1"; }
 ours=(); theirs=()
 for r in $(seq "$rounds"); do
-    a=$(elapsed "$(./target/release/backprop train --json | tail -n 1)")
+    a=$(elapsed "$(./target/release/backprop train --json --out "$(mktemp -d)" | tail -n 1)")
     b=$(elapsed "$("$py" bench/train_neuralnet.py --json | tail -n 1)")
     echo "round $r: backprop $a s, numpy $b s"
     ours+=("$a"); theirs+=("$b")

@@ -37,6 +37,7 @@ pub mod describe;
 pub mod error;
 pub mod evaluate;
 mod float;
+pub mod flops;
 pub mod gradcheck;
 pub mod image;
 pub mod init;

@@ -36,6 +36,9 @@ enum Command {
     Predict(cmd::predict::PredictArgs),
     /// Draw a run's learning curves and confusion matrix (SVG and PNG).
     Plot(cmd::plot::PlotArgs),
+    /// Time the three fixed workloads (W1 the book's run, W2 an MLP epoch, W3 a SimpleConvNet
+    /// epoch) and this machine's sgemm peak.
+    Bench(cmd::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => cmd::eval::run(args),
         Command::Predict(args) => cmd::predict::run(args),
         Command::Plot(args) => cmd::plot::run(args),
+        Command::Bench(args) => cmd::bench::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,5 +1,6 @@
 //! One module per subcommand: flags, then calls into the library, then printing.
 
+pub mod bench;
 pub mod compare;
 pub mod eval;
 pub mod gradcheck;

@@ -493,8 +493,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode, Error> {
     }
     say(format!("run directory: {}", run_dir.display()));
     if args.json {
-        let epoch_s: Vec<f64> = run.epochs.iter().map(|e| e.epoch_s).collect();
-        println!("{}", summary_json(&s, &epoch_s));
+        println!("{}", summary_json(&s, &run.epochs));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -738,18 +737,22 @@ fn print_epoch(r: &EpochReport) {
 }
 
 /// The summary as one line of JSON (flat numbers only, so no JSON library is needed).
-fn summary_json(s: &Summary, epoch_s: &[f64]) -> String {
-    let mean_epoch = if epoch_s.is_empty() {
-        f64::NAN
-    } else {
-        epoch_s.iter().sum::<f64>() / epoch_s.len() as f64
+fn summary_json(s: &Summary, epochs: &[EpochReport]) -> String {
+    let mean = |f: fn(&EpochReport) -> f64| {
+        if epochs.is_empty() {
+            f64::NAN
+        } else {
+            epochs.iter().map(f).sum::<f64>() / epochs.len() as f64
+        }
     };
+    let (mean_epoch, mean_train) = (mean(|e| e.epoch_s), mean(|e| e.train_s));
     format!(
-        "{{\"elapsed_s\":{},\"iterations\":{},\"epochs\":{},\"mean_epoch_s\":{},\"train_accuracy\":{},\"validation_accuracy\":{},\"test_accuracy\":{},\"final_loss\":{}}}",
+        "{{\"elapsed_s\":{},\"iterations\":{},\"epochs\":{},\"mean_epoch_s\":{},\"mean_epoch_train_s\":{},\"train_accuracy\":{},\"validation_accuracy\":{},\"test_accuracy\":{},\"final_loss\":{}}}",
         json_number(s.elapsed_s),
         s.iterations,
-        epoch_s.len(),
+        epochs.len(),
         json_number(mean_epoch),
+        json_number(mean_train),
         json_number(s.train_accuracy),
         s.validation_accuracy.map_or("null".into(), json_number),
         json_number(s.test_accuracy),
