@@ -78,6 +78,32 @@ fn same_seed_same_run_bit_for_bit() {
 }
 
 #[test]
+fn the_thread_count_changes_no_bit() {
+    // SimpleConvNet at batch 100: the convolution and the 4320x100 products are split over
+    // the threads (their parts are fixed, their sums taken in order)
+    let data = slice();
+    let weights = |threads| {
+        let cfg = TrainConfig {
+            model: Model::SimpleCnn,
+            optimizer: "adam".into(),
+            lr: 0.001,
+            length: Length::Iterations(4),
+            threads,
+            ..TrainConfig::default()
+        };
+        let mut t = train(&cfg, &data, |_| {}).unwrap();
+        t.network
+            .params()
+            .into_iter()
+            .map(|(_, p)| p.value.iter().map(|v| v.to_bits()).collect::<Vec<u32>>())
+            .collect::<Vec<_>>()
+    };
+    let one = weights(1);
+    assert_eq!(one, weights(2));
+    assert_eq!(one, weights(3));
+}
+
+#[test]
 fn a_diverging_run_stops_with_an_error() {
     let data = slice();
     let cfg = TrainConfig {
