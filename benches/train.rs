@@ -1,6 +1,6 @@
-//! W1, the book's ch05 run: one training step, and the whole default `backprop train`; one
-//! training step (batch 100, Adam) of SimpleConvNet and DeepConvNet on two threads, and their
-//! evaluation of 1000 images.
+//! One training step of each workload of `backprop bench` (W1 the book's ch05 TwoLayerNet, W2
+//! an MLP 784-256-256-10 with Adam at batch 128, W3 SimpleConvNet with Adam) and of DeepConvNet,
+//! the CNNs' evaluation of 1000 images, and the whole default `backprop train` (W1).
 //!
 //!     cargo bench --bench train
 //!
@@ -33,9 +33,36 @@ fn bench_train(c: &mut Criterion) {
         })
     });
 
+    // W2: MLP 784-256-256-10, He, ReLU, Adam, batch 128
+    let mlp = backprop::MlpConfig {
+        input_size: 784,
+        hidden: vec![256, 256],
+        output_size: 10,
+        activation: backprop::Activation::Relu,
+        init: backprop::Init::He,
+        batch_norm: false,
+        dropout: 0.0,
+        weight_decay: 0.0,
+    };
+    let mut net = backprop::MultiLayerNet::new::<f32>(&mlp, &mut rng).unwrap();
+    net.set_threads(2);
+    let mut adam = Adam::new(AdamConfig::default());
+    let mut batch128 = vec![0; 128];
+    c.bench_function(
+        "W2 step: MLP 784-256-256-10, batch 128, Adam, 2 threads",
+        |b| {
+            b.iter(|| {
+                batch128
+                    .iter_mut()
+                    .for_each(|i| *i = rng.below(data.train.len()));
+                train::step(&mut net, &mut adam, &data.train, black_box(&batch128), None)
+            })
+        },
+    );
+
     for (name, build) in [
         (
-            "SimpleConvNet",
+            "W3 SimpleConvNet",
             SimpleConvNet::new as fn((usize, usize, usize), usize, &mut Rng) -> Network<f32>,
         ),
         ("DeepConvNet", DeepConvNet::new),
