@@ -41,10 +41,11 @@ for r in $(seq "$rounds"); do
         times[$w,torch_u]+="$(field updates_s "$torch") "
         times[$w,numpy]+="$(field "wall_s|elapsed_s" "$numpy") "
         times[$w,numpy_u]+="$numpy_updates "
-        echo "round $r $w: backprop $(field wall_s "$ours") s, pytorch $(field wall_s "$torch") s, numpy $(field "wall_s|elapsed_s" "$numpy") s"
+        echo "round $r $w: backprop $(field wall_s "$ours") s ($(field updates_s "$ours") s), pytorch $(field wall_s "$torch") s ($(field updates_s "$torch") s), numpy $(field "wall_s|elapsed_s" "$numpy") s ($numpy_updates s)"
     done
 done
-median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | grep -v nan | sort -g | awk '{v[NR] = $1} END {if (NR == 0) print "nan"; else print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+# the median of the numbers in "$1" (words that are not numbers, as nan, are left out)
+median() { tr ' ' '\n' <<<"$1" | awk '/^[0-9.eE+-]+$/' | sort -g | awk '{v[NR] = $1} END {if (NR == 0) print "nan"; else print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "nan" || b == "nan") print "-"; else printf "%.1fx", a / b}'; }
 echo
 echo "$(lscpu | sed -nE 's/^Model name: +//p'), $(nproc) cores, $(date -u +%Y-%m-%d); medians of $rounds rounds"

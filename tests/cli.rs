@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::{scratch_dir, write_dataset};
+use common::{scratch_dir, small_data, write_dataset};
 
 fn backprop(args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_backprop"));
@@ -20,14 +20,6 @@ fn backprop(args: &[&str]) -> Output {
 }
 
 static RUNS: AtomicUsize = AtomicUsize::new(0);
-
-/// A small data set (2000 training, 500 test images of MNIST) as raw IDX files.
-fn small_data(name: &str) -> String {
-    let dir = scratch_dir(name);
-    let data = common::mnist();
-    write_dataset(&dir, &data.train.slice(0..2000), &data.test.slice(0..500));
-    dir.to_string_lossy().into_owned()
-}
 
 /// Exit code non-zero, one line on stderr naming `what`, and no panic.
 fn assert_one_line_error(out: &Output, what: &str) {

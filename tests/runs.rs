@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use backprop::Network;
 use backprop::checkpoint::SavedFile;
-use common::{scratch_dir, write_dataset};
+use common::{scratch_dir, small_data};
 
 fn backprop(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_backprop"))
@@ -26,14 +26,6 @@ fn ok(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
-}
-
-/// 2000 training and 500 test images of MNIST as raw IDX files.
-fn small_data(name: &str) -> String {
-    let dir = scratch_dir(name);
-    let data = common::mnist();
-    write_dataset(&dir, &data.train.slice(0..2000), &data.test.slice(0..500));
-    dir.to_string_lossy().into_owned()
 }
 
 fn path(p: &Path) -> String {

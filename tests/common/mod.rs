@@ -63,3 +63,12 @@ pub fn write_dataset(dir: &Path, train: &Dataset, test: &Dataset) {
         fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), labels).unwrap();
     }
 }
+
+/// A small data set (2000 training, 500 test images of MNIST) as raw IDX files in a scratch
+/// directory named `name`; returns the directory.
+pub fn small_data(name: &str) -> String {
+    let dir = scratch_dir(name);
+    let data = mnist();
+    write_dataset(&dir, &data.train.slice(0..2000), &data.test.slice(0..500));
+    dir.to_string_lossy().into_owned()
+}
