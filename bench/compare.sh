@@ -45,7 +45,7 @@ for r in $(seq "$rounds"); do
     done
 done
 # the median of the numbers in "$1" (words that are not numbers, as nan, are left out)
-median() { tr ' ' '\n' <<<"$1" | awk '/^[0-9.eE+-]+$/' | sort -g | awk '{v[NR] = $1} END {if (NR == 0) print "nan"; else print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+median() { tr ' ' '\n' <<<"$1" | awk '/^[0-9.eE+-]+$/' | sort -g | awk '{v[NR] = $1} END {if (NR == 0) print "nan"; else printf "%.2f\n", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "nan" || b == "nan") print "-"; else printf "%.1fx", a / b}'; }
 echo
 echo "$(lscpu | sed -nE 's/^Model name: +//p'), $(nproc) cores, $(date -u +%Y-%m-%d); medians of $rounds rounds"
