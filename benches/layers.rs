@@ -1,4 +1,5 @@
-//! Each piece of a W1 training step (TwoLayerNet 784-50-10, batch 100) on real MNIST data.
+//! Each piece of a W1 training step (TwoLayerNet 784-50-10, batch 100) on real MNIST data, and
+//! the dense layers of W2 and W3 at their shapes.
 //!
 //!     cargo bench --bench layers
 //!
@@ -91,9 +92,51 @@ fn bench_layers(c: &mut Criterion) {
     });
 }
 
+/// The dense layers of W2 (MLP 784-256-256-10, batch 128) and W3 (SimpleConvNet's ReLU on the
+/// convolution's output and its affine layers, batch 100) on two threads; the convolution and
+/// pooling are in `benches/conv.rs`.
+fn bench_workload_layers(c: &mut Criterion) {
+    let mut rng = Rng::new(1);
+    let mut random = |shape: &[usize]| {
+        ndarray::ArrayD::from_shape_simple_fn(shape.to_vec(), || rng.normal() as f32)
+    };
+    // (name, batch, D_in, D_out)
+    for (name, n, d_in, d_out) in [
+        ("W2 Affine2 (128x256 -> 256)", 128, 256, 256),
+        ("W2 Affine3 (128x256 -> 10)", 128, 256, 10),
+        ("W3 Affine1 (100x4320 -> 100)", 100, 4320, 100),
+        ("W3 Affine2 (100x100 -> 10)", 100, 100, 10),
+    ] {
+        let w = random(&[d_in, d_out]).into_dimensionality().expect("2-D");
+        let mut affine = Affine::new(w, Array1::zeros(d_out));
+        Layer::<f32>::set_threads(&mut affine, 2);
+        let x = random(&[n, d_in]);
+        let dy = random(&[n, d_out]);
+        c.bench_function(&format!("{name}: forward + backward, 2 threads"), |b| {
+            b.iter(|| {
+                affine.forward(black_box(x.clone()));
+                affine.backward(&dy)
+            })
+        });
+    }
+    for (name, shape) in [
+        ("W2 Relu (128x256)", vec![128, 256]),
+        ("W3 Relu1 (100x30x24x24)", vec![100, 30, 24, 24]),
+    ] {
+        let x = random(&shape);
+        let mut relu = Relu::new();
+        c.bench_function(&format!("{name}: forward + backward"), |b| {
+            b.iter(|| {
+                let y = Layer::<f32>::forward(&mut relu, black_box(x.clone()));
+                Layer::<f32>::backward(&mut relu, &y)
+            })
+        });
+    }
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(50).measurement_time(std::time::Duration::from_secs(3));
-    targets = bench_layers
+    targets = bench_layers, bench_workload_layers
 }
 criterion_main!(benches);
