@@ -124,8 +124,10 @@ pub fn matmul_nt<T: Float>(
     gemm(a, &b.t(), T::zero(), c, threads);
 }
 
-/// C ← A·B + β·C (dense, any strides), split by rows of A and C over up to `threads` threads
-/// when the product is large enough to pay for them.
+/// C ← A·B + β·C (dense, any strides), split over up to `threads` threads when the product is
+/// large enough to pay for them: by rows of A and C when C is tall, by columns of B and C when
+/// it is wide (each thread then packs only its part of the larger operand). Every entry of C
+/// is computed as on one thread.
 pub fn gemm<T: Float>(
     a: &ArrayView2<T>,
     b: &ArrayView2<T>,
@@ -134,22 +136,34 @@ pub fn gemm<T: Float>(
     threads: usize,
 ) {
     let (m, k) = a.dim();
-    let work = m * k * b.ncols();
-    // NOTE: at least 64 rows a thread: below, the kernel's 8- to 16-row blocks lose more
-    // to packing B twice than the second core brings
-    let threads = parallel::threads_for(work, threads).min((m / 64).max(1));
+    let n = b.ncols();
+    let tall = m >= n;
+    let side = m.max(n);
+    // NOTE: at least 64 rows (columns) a thread: below, the kernel's 8- to 16-wide blocks lose
+    // more to packing the other operand twice than the second core brings
+    let threads = parallel::threads_for(m * k * n, threads).min((side / 64).max(1));
     if threads == 1 {
         general_mat_mul(T::one(), a, b, beta, c);
         return;
     }
-    let rows = m.div_ceil(threads);
-    let parts: Vec<_> = a
-        .axis_chunks_iter(Axis(0), rows)
-        .zip(c.axis_chunks_iter_mut(Axis(0), rows))
-        .collect();
-    parallel::map(parts, threads, |(a, mut c)| {
-        general_mat_mul(T::one(), &a, b, beta, &mut c)
-    });
+    let size = side.div_ceil(threads);
+    if tall {
+        let parts: Vec<_> = a
+            .axis_chunks_iter(Axis(0), size)
+            .zip(c.axis_chunks_iter_mut(Axis(0), size))
+            .collect();
+        parallel::map(parts, threads, |(a, mut c)| {
+            general_mat_mul(T::one(), &a, b, beta, &mut c)
+        });
+    } else {
+        let parts: Vec<_> = b
+            .axis_chunks_iter(Axis(1), size)
+            .zip(c.axis_chunks_iter_mut(Axis(1), size))
+            .collect();
+        parallel::map(parts, threads, |(b, mut c)| {
+            general_mat_mul(T::one(), a, &b, beta, &mut c)
+        });
+    }
 }
 
 #[cfg(test)]
@@ -205,6 +219,28 @@ mod tests {
             let mut c = Array2::zeros((7, 5));
             matmul_nt(&a.view(), &bt.view(), &mut c.view_mut(), 1);
             assert!((&c - &naive(&a, &b)).iter().all(|d| d.abs() < 1e-12));
+        }
+    }
+
+    #[test]
+    fn threaded_products_are_bit_identical_tall_and_wide() {
+        let mut rng = Rng::new(11);
+        for (m, k, n) in [(700, 200, 130), (100, 300, 900)] {
+            let a = random(m, k, 0.0, &mut rng).mapv(|v| v as f32);
+            let b = random(k, n, 0.0, &mut rng).mapv(|v| v as f32);
+            let c0 = random(m, n, 0.0, &mut rng).mapv(|v| v as f32);
+            let mut one = c0.clone();
+            gemm(&a.view(), &b.view(), 1.0, &mut one.view_mut(), 1);
+            for threads in [2, 3] {
+                let mut many = c0.clone();
+                gemm(&a.view(), &b.view(), 1.0, &mut many.view_mut(), threads);
+                assert!(
+                    one.iter()
+                        .zip(&many)
+                        .all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "{m}x{k}x{n}, {threads} threads"
+                );
+            }
         }
     }
 
