@@ -139,9 +139,9 @@ pub fn gemm<T: Float>(
     let n = b.ncols();
     let tall = m >= n;
     let side = m.max(n);
-    // NOTE: at least 64 rows (columns) a thread: below, the kernel's 8- to 16-wide blocks lose
+    // NOTE: at least 48 rows (columns) a thread: below, the kernel's 8- to 16-wide blocks lose
     // more to packing the other operand twice than the second core brings
-    let threads = parallel::threads_for(m * k * n, threads).min((side / 64).max(1));
+    let threads = parallel::threads_for(m * k * n, threads).min((side / 48).max(1));
     if threads == 1 {
         general_mat_mul(T::one(), a, b, beta, c);
         return;
