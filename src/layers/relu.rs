@@ -42,8 +42,16 @@ impl<T: Float> Layer<T> for Relu {
     }
 
     fn forward(&mut self, mut x: ArrayD<T>) -> ArrayD<T> {
-        self.mask = Some(x.mapv(|v| v > T::zero() || v.is_nan()));
-        x.mapv_inplace(relu);
+        // one pass for the mask and y; the mask's buffer is kept from batch to batch
+        let mut mask = match self.mask.take() {
+            Some(m) if m.shape() == x.shape() => m,
+            _ => ArrayD::from_elem(x.raw_dim(), false),
+        };
+        Zip::from(&mut mask).and(&mut x).for_each(|pass, v| {
+            *pass = *v > T::zero() || v.is_nan();
+            *v = relu(*v);
+        });
+        self.mask = Some(mask);
         x
     }
 
