@@ -609,6 +609,42 @@ mod tests {
     }
 
     #[test]
+    fn the_books_im2col_is_the_per_image_col_transposed_and_col2im_its_adjoint() {
+        let mut rng = Rng::new(32);
+        for (_, c, fh, fw, s, p, h, w) in CASES {
+            let win = Window {
+                fh,
+                fw,
+                stride: s,
+                pad: p,
+            };
+            let x = Array::from_shape_fn((2, c, h, w), |_| rng.normal());
+            let col = im2col(&x.view(), win);
+            let (oh, ow) = win.output(h, w);
+            let (k, q) = (c * fh * fw, oh * ow);
+            assert_eq!(col.dim(), (2 * q, k));
+            for (i, img) in x.as_slice().unwrap().chunks_exact(c * h * w).enumerate() {
+                let mut per_image = vec![0.0; k * q];
+                im2col_image(img, (c, h, w), win, &mut per_image);
+                for (r, row) in col.rows().into_iter().skip(i * q).take(q).enumerate() {
+                    for (j, &v) in row.iter().enumerate() {
+                        assert_eq!(v, per_image[j * q + r]);
+                    }
+                }
+            }
+            // <im2col(x), g> = <x, col2im(g)>
+            let g = Array::from_shape_fn(col.raw_dim(), |_| rng.normal());
+            let back = col2im(&g, x.dim(), win);
+            let lhs: f64 = (&col * &g).sum();
+            let rhs: f64 = (&x * &back).sum();
+            assert!(
+                (lhs - rhs).abs() < 1e-10 * lhs.abs().max(1.0),
+                "{lhs} vs {rhs}"
+            );
+        }
+    }
+
+    #[test]
     fn output_size_and_a_window_that_does_not_fit() {
         let win = Window {
             fh: 5,
