@@ -344,7 +344,8 @@ pub fn correct_predictions<T: Float>(scores: &ArrayD<T>, labels: &[usize]) -> us
         .count()
 }
 
-fn argmax<T: Float>(values: impl Iterator<Item = T>) -> usize {
+/// The index of the first maximum (NumPy's `argmax`).
+pub(crate) fn argmax<T: Float>(values: impl Iterator<Item = T>) -> usize {
     let mut best = (0, T::neg_infinity());
     for (i, v) in values.enumerate() {
         if v > best.1 {

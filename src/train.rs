@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use crate::data::{Dataset, Mnist};
 use crate::error::{Error, Result};
+pub use crate::evaluate::accuracy;
 use crate::layers::Targets;
-use crate::network::correct_predictions;
 use crate::optim::{self, Optimizer};
 use crate::{Activation, DeepConvNet, Init, MlpConfig, MultiLayerNet, Network, Rng, SimpleConvNet};
 
@@ -624,48 +624,4 @@ fn split<'a>(
     shuffle(&mut order, rng);
     let (train, val) = order.split_at(data.len() - held);
     Ok((Cow::Owned(data.subset(train)), Some(data.subset(val))))
-}
-
-/// Samples per forward pass when evaluating.
-/// NOTE: small on purpose: at 100 MNIST images a convolution's im2col and output temporaries
-/// are 6-7 MB each, and the allocator returned them to the system and faulted them back in at
-/// every chunk (6 of SimpleConvNet's 8 s of evaluation were page faults); at 25 they stay
-/// below its thresholds (3.7 s). The two-layer and MLP runs take the same time either way.
-const EVAL_CHUNK: usize = 25;
-
-/// Accuracy of `net` on the whole of `data`, the chunks split over `threads` threads.
-/// The result does not depend on the thread count (it is a count of correct answers).
-pub fn accuracy(net: &Network<f32>, data: &Dataset, threads: usize) -> f64 {
-    if data.is_empty() {
-        return 0.0;
-    }
-    let chunks: Vec<(usize, usize)> = (0..data.len())
-        .step_by(EVAL_CHUNK)
-        .map(|s| (s, (s + EVAL_CHUNK).min(data.len())))
-        .collect();
-    let count = |part: &[(usize, usize)]| -> usize {
-        part.iter()
-            .map(|&(s, e)| {
-                let (x, labels) = data.input_batch::<f32>(&(s..e).collect::<Vec<_>>());
-                correct_predictions(&net.predict(x), &labels)
-            })
-            .sum()
-    };
-    let threads = threads.clamp(1, chunks.len());
-    let per_thread = chunks.len().div_ceil(threads);
-    let correct: usize = if threads == 1 {
-        count(&chunks)
-    } else {
-        std::thread::scope(|s| {
-            let handles: Vec<_> = chunks
-                .chunks(per_thread)
-                .map(|part| s.spawn(move || count(part)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("evaluation thread panicked"))
-                .sum()
-        })
-    };
-    correct as f64 / data.len() as f64
 }
