@@ -385,6 +385,20 @@ impl SavedFile {
     }
 }
 
+/// Removes from `dir` the temporary files of checkpoint and model writes ([`write_atomic`]:
+/// `.NAME.safetensors.PID.tmp`) that a killed process never finished; errors are ignored.
+pub fn remove_stale_temporaries(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') && name.ends_with(".tmp") && name.contains(".safetensors.") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// Writes `bytes` to `path` so that `path` holds either its old content or all of the new:
 /// a temporary file in the same directory, flushed and synced, renamed over `path`, then the
 /// directory synced. A full disk or a crash leaves the old file in place.
@@ -398,7 +412,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .ok_or_else(|| Error::file(path, "not a file name"))?
         .to_string_lossy()
         .into_owned();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id())); // see remove_stale_temporaries
     let result = (|| -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use backprop::checkpoint::{ModelInfo, SavedFile, save_checkpoint, write_atomic};
+use backprop::checkpoint::{self, ModelInfo, SavedFile, save_checkpoint, write_atomic};
 use backprop::data::Mnist;
 use backprop::evaluate::evaluate;
 use backprop::train::{
@@ -389,24 +389,21 @@ pub fn run(args: TrainArgs) -> Result<ExitCode, Error> {
     say(format!("training: {}", describe_training(&cfg)));
 
     // the run directory: config.toml, metrics.csv, checkpoints, confusion.csv, plots
-    let run_dir = args
-        .out
-        .clone()
-        .or_else(|| args.save.clone())
-        .or_else(|| {
-            args.resume
-                .as_ref()
-                .map(|p| p.parent().map_or(PathBuf::from("."), Path::to_path_buf))
-        })
-        .unwrap_or_else(|| PathBuf::from("runs").join(timestamp()));
+    // checkpoints go to --save, or beside the resumed checkpoint; the run directory is --out,
+    // else that one, else a new one
     let save_dir = args.save.clone().or_else(|| {
         args.resume
             .as_ref()
             .map(|p| p.parent().map_or(PathBuf::from("."), Path::to_path_buf))
     });
+    let run_dir = args
+        .out
+        .clone()
+        .or_else(|| save_dir.clone())
+        .unwrap_or_else(|| PathBuf::from("runs").join(timestamp()));
     for dir in std::iter::once(&run_dir).chain(save_dir.as_ref()) {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        remove_stale_temporaries(dir);
+        checkpoint::remove_stale_temporaries(dir);
     }
     let resolved = settings.resolved(&cfg);
     let config_toml = toml::to_string(&resolved).expect("plain settings serialize");
@@ -496,20 +493,6 @@ pub fn run(args: TrainArgs) -> Result<ExitCode, Error> {
         println!("{}", summary_json(&s, &run.epochs));
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Removes the temporary files of writes a killed process never finished
-/// (`.last.safetensors.<pid>.tmp`; see `write_atomic`).
-fn remove_stale_temporaries(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') && name.ends_with(".tmp") && name.contains(".safetensors.") {
-            let _ = std::fs::remove_file(entry.path());
-        }
-    }
 }
 
 /// What the command line does at each update and epoch.
