@@ -1,10 +1,10 @@
 //! 2-D convolution through im2col and matrix products, image by image.
 
-use ndarray::linalg::general_mat_mul;
 use ndarray::{Array1, Array2, Array4, ArrayD, ArrayView2, ArrayViewMut2, Ix4};
 
 use super::{Layer, Param};
 use crate::Float;
+use crate::linalg::gemm_serial;
 use crate::parallel::{self, PARTS};
 
 /// Convolution (the book's `Convolution`, ch. 7.4): `FN` filters of `C x FH x FW` slid over
@@ -211,7 +211,7 @@ fn convolve_image<T: Float>(wc: &ArrayView2<T>, b: &Array1<T>, col: &[T], y: &mu
     }
     let col = ArrayView2::from_shape((wc.ncols(), q), col).expect("K x Q");
     let mut y = ArrayViewMut2::from_shape((wc.nrows(), q), y).expect("FN x Q");
-    general_mat_mul(T::one(), wc, &col, T::one(), &mut y);
+    gemm_serial(wc, &col, T::one(), &mut y);
 }
 
 impl<T: Float> Convolution<T> {
@@ -322,7 +322,7 @@ impl<T: Float> Convolution<T> {
                 let dy_i = ArrayView2::from_shape((fn_, q), dy_i).expect("FN x Q");
                 let col_i = ArrayView2::from_shape((k, q), col_i).expect("K x Q");
                 // dWc += dy_i·col_iᵀ,  db += Σ_q dy_i
-                general_mat_mul(T::one(), &dy_i, &col_i.t(), T::one(), &mut dwc.view_mut());
+                gemm_serial(&dy_i, &col_i.t(), T::one(), &mut dwc.view_mut());
                 for (acc, row) in db.iter_mut().zip(dy_i.rows()) {
                     *acc = row.iter().fold(*acc, |a, &v| a + v);
                 }
@@ -330,7 +330,7 @@ impl<T: Float> Convolution<T> {
                 if let Some(dx) = dx.as_deref_mut() {
                     let mut dcol_v =
                         ArrayViewMut2::from_shape((k, q), &mut dcol[..]).expect("K x Q");
-                    general_mat_mul(T::one(), &wc.t(), &dy_i, T::zero(), &mut dcol_v);
+                    gemm_serial(&wc.t(), &dy_i, T::zero(), &mut dcol_v);
                     let img = &mut dx[i * c * h * w..(i + 1) * c * h * w];
                     col2im_image(&dcol, (c, h, w), win, img);
                 }

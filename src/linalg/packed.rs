@@ -1,0 +1,297 @@
+//! The dense matrix product `C ← A·B + β·C`, blocked and packed as GotoBLAS and BLIS do.
+//!
+//! ```text
+//! for each block of NC columns of B and C
+//!   for each block of KC rows of B (columns of A)      B block packed: KC x NC, panels NR wide
+//!     for each block of MC rows of A and C             A block packed: MC x KC, panels MR tall
+//!       for each NR panel of B, each MR panel of A     micro-kernel: an MR x NR tile of C,
+//!         tile = Σₚ A[i, p]·B[p, j]   (p in the block)   kept in registers over the KC depth
+//!         C[tile] ← (first KC block: β·C, else C) + tile
+//! ```
+//! The packed blocks live in buffers that each thread keeps from call to call, so a product
+//! allocates nothing once its thread has seen a product of that size.
+//!
+//! Every entry of C is summed in the same order (p within a block, blocks in order) whatever
+//! the part of C a call covers: splitting C over threads by rows or columns changes no bit.
+//!
+//! NOTE: the micro-kernel is plain Rust that LLVM vectorises; on x86-64 it is compiled a
+//! second time with AVX2 and FMA enabled and picked at run time when the CPU has them (6 x 16
+//! f32: twelve 8-wide accumulators, as BLIS's Haswell/Zen kernel). Without FMA the sums are
+//! rounded after each product, so results differ in the last bits between the two paths.
+
+use std::cell::RefCell;
+
+use ndarray::{ArrayView2, ArrayViewMut2};
+
+use crate::Float;
+
+/// Rows of a micro-tile (A panel height).
+const MR: usize = 6;
+/// Columns of a micro-tile (B panel width).
+const NR: usize = 16;
+/// Rows of A packed at a time: MC x KC f32 is 144 KiB, within the 1 MiB L2.
+const MC: usize = 144;
+/// Depth of a block: a KC x NR panel of B (16 KiB f32) stays in the 32 KiB L1.
+const KC: usize = 256;
+/// Columns of B packed at a time.
+const NC: usize = 4080;
+
+thread_local! {
+    /// This thread's packing space, in f64 words (reinterpreted as the element type).
+    static PACKED: RefCell<Vec<f64>> = const { RefCell::new(Vec::new()) };
+}
+
+/// C ← A·B + β·C, on the calling thread. `A: (M, K)`, `B: (K, N)`, `C: (M, N)`, any strides.
+/// With β = 0, C is only written (whatever it held, NaN included, is overwritten).
+pub fn gemm_serial<T: Float>(
+    a: &ArrayView2<T>,
+    b: &ArrayView2<T>,
+    beta: T,
+    c: &mut ArrayViewMut2<T>,
+) {
+    let (m, k) = a.dim();
+    let n = b.ncols();
+    assert!(
+        b.nrows() == k && c.dim() == (m, n),
+        "gemm: A {:?} · B {:?} does not fit C {:?}",
+        a.dim(),
+        b.dim(),
+        c.dim()
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        c.map_inplace(|v| {
+            *v = if beta == T::zero() {
+                T::zero()
+            } else {
+                beta * *v
+            }
+        });
+        return;
+    }
+    let a_len = MC.min(m).next_multiple_of(MR) * KC.min(k);
+    let b_len = KC.min(k) * NC.min(n).next_multiple_of(NR);
+    PACKED.with(|space| {
+        let mut space = space.borrow_mut();
+        let (ap, bp) = split_space::<T>(&mut space, a_len, b_len);
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU has the features the function is compiled for.
+            unsafe { blocks_fma(a, b, beta, c, ap, bp) };
+            return;
+        }
+        blocks::<T, false>(a, b, beta, c, ap, bp);
+    });
+}
+
+/// Two aligned slices of the thread's space, of `a_len` and `b_len` elements; the space grows
+/// (the only allocation here) when they do not fit.
+fn split_space<T: Float>(space: &mut Vec<f64>, a_len: usize, b_len: usize) -> (&mut [T], &mut [T]) {
+    const ALIGN: usize = 64; // a cache line: the kernel's loads never straddle two
+    let size = std::mem::size_of::<T>();
+    assert!(size == 4 || size == 8, "Float is f32 or f64");
+    let a_bytes = (a_len * size).next_multiple_of(ALIGN);
+    let words = (a_bytes + b_len * size + ALIGN) / 8 + 1;
+    if space.len() < words {
+        *space = vec![0.0; words];
+    }
+    let skip = space.as_ptr().align_offset(ALIGN) * 8 / size;
+    // SAFETY: f64 storage reinterpreted as f32 or f64 (both plain numbers, alignment 8 ≥
+    // theirs); `words` leaves room for the alignment, the A part and the B part.
+    let all: &mut [T] =
+        unsafe { std::slice::from_raw_parts_mut(space.as_mut_ptr().cast::<T>(), words * 8 / size) };
+    let (ap, rest) = all[skip..].split_at_mut(a_bytes / size);
+    (&mut ap[..a_len], &mut rest[..b_len])
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn blocks_fma<T: Float>(
+    a: &ArrayView2<T>,
+    b: &ArrayView2<T>,
+    beta: T,
+    c: &mut ArrayViewMut2<T>,
+    ap: &mut [T],
+    bp: &mut [T],
+) {
+    blocks::<T, true>(a, b, beta, c, ap, bp)
+}
+
+/// The three outer loops: blocks of C's columns, of the depth, of C's rows.
+#[inline(always)]
+fn blocks<T: Float, const FMA: bool>(
+    a: &ArrayView2<T>,
+    b: &ArrayView2<T>,
+    beta: T,
+    c: &mut ArrayViewMut2<T>,
+    ap: &mut [T],
+    bp: &mut [T],
+) {
+    let (m, k) = a.dim();
+    let n = b.ncols();
+    for j0 in (0..n).step_by(NC) {
+        let nc = NC.min(n - j0);
+        for p0 in (0..k).step_by(KC) {
+            let kc = KC.min(k - p0);
+            pack_b(b, p0, kc, j0, nc, bp);
+            for i0 in (0..m).step_by(MC) {
+                let mc = MC.min(m - i0);
+                pack_a(a, i0, mc, p0, kc, ap);
+                let first = p0 == 0;
+                for jr in (0..nc).step_by(NR) {
+                    let b_panel = &bp[jr * kc..(jr + NR) * kc];
+                    for ir in (0..mc).step_by(MR) {
+                        let a_panel = &ap[ir * kc..(ir + MR) * kc];
+                        let tile = micro_kernel::<T, FMA>(kc, a_panel, b_panel);
+                        let rows = MR.min(mc - ir);
+                        let cols = NR.min(nc - jr);
+                        store(c, i0 + ir, j0 + jr, rows, cols, &tile, first, beta);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A[i0.., p0..] (mc x kc) as panels of MR rows: panel r holds, for each p, the MR entries
+/// A[i0 + r·MR + 0..MR, p0 + p] side by side; rows past the end are zeros.
+#[inline(always)]
+fn pack_a<T: Float>(a: &ArrayView2<T>, i0: usize, mc: usize, p0: usize, kc: usize, ap: &mut [T]) {
+    let (rs, cs) = (a.strides()[0], a.strides()[1]);
+    for (r, panel) in ap[..mc.next_multiple_of(MR) * kc]
+        .chunks_exact_mut(MR * kc)
+        .enumerate()
+    {
+        let rows = MR.min(mc - r * MR);
+        if rows < MR {
+            panel.fill(T::zero());
+        }
+        // SAFETY: every (i, p) read below has i0 + r·MR + i < M and p0 + p < K
+        let at = |i: usize, p: usize| unsafe {
+            *a.as_ptr()
+                .offset((i0 + r * MR + i) as isize * rs + (p0 + p) as isize * cs)
+        };
+        if cs == 1 {
+            // rows are contiguous: read along them
+            for i in 0..rows {
+                for p in 0..kc {
+                    panel[p * MR + i] = at(i, p);
+                }
+            }
+        } else {
+            for p in 0..kc {
+                for i in 0..rows {
+                    panel[p * MR + i] = at(i, p);
+                }
+            }
+        }
+    }
+}
+
+/// B[p0.., j0..] (kc x nc) as panels of NR columns: panel q holds, for each p, the NR entries
+/// B[p0 + p, j0 + q·NR + 0..NR] side by side; columns past the end are zeros.
+#[inline(always)]
+fn pack_b<T: Float>(b: &ArrayView2<T>, p0: usize, kc: usize, j0: usize, nc: usize, bp: &mut [T]) {
+    let (rs, cs) = (b.strides()[0], b.strides()[1]);
+    for (q, panel) in bp[..nc.next_multiple_of(NR) * kc]
+        .chunks_exact_mut(NR * kc)
+        .enumerate()
+    {
+        let cols = NR.min(nc - q * NR);
+        if cols < NR {
+            panel.fill(T::zero());
+        }
+        // SAFETY: every (p, j) read below has p0 + p < K and j0 + q·NR + j < N
+        let ptr = |p: usize, j: usize| unsafe {
+            b.as_ptr()
+                .offset((p0 + p) as isize * rs + (j0 + q * NR + j) as isize * cs)
+        };
+        if cs == 1 {
+            for (p, dst) in panel.chunks_exact_mut(NR).enumerate() {
+                // SAFETY: cols contiguous entries of row p0 + p, inside B
+                let src = unsafe { std::slice::from_raw_parts(ptr(p, 0), cols) };
+                dst[..cols].copy_from_slice(src);
+            }
+        } else {
+            for j in 0..cols {
+                for p in 0..kc {
+                    // SAFETY: see above
+                    panel[p * NR + j] = unsafe { *ptr(p, j) };
+                }
+            }
+        }
+    }
+}
+
+/// tile[i][j] = Σₚ a[p·MR + i]·b[p·NR + j], p < kc: an MR x NR tile in registers.
+#[inline(always)]
+fn micro_kernel<T: Float, const FMA: bool>(kc: usize, a: &[T], b: &[T]) -> [[T; NR]; MR] {
+    let mut tile = [[T::zero(); NR]; MR];
+    let (a, b) = (&a[..kc * MR], &b[..kc * NR]);
+    for p in 0..kc {
+        // SAFETY: p < kc, and the slices above hold kc·MR and kc·NR entries
+        let a: &[T; MR] = unsafe { &*a.as_ptr().add(p * MR).cast() };
+        let b: &[T; NR] = unsafe { &*b.as_ptr().add(p * NR).cast() };
+        for i in 0..MR {
+            for j in 0..NR {
+                tile[i][j] = if FMA {
+                    a[i].mul_add(b[j], tile[i][j])
+                } else {
+                    tile[i][j] + a[i] * b[j]
+                };
+            }
+        }
+    }
+    tile
+}
+
+/// C[i0.., j0..] (rows x cols) ← tile + (β·C on the first block of the depth, else C).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn store<T: Float>(
+    c: &mut ArrayViewMut2<T>,
+    i0: usize,
+    j0: usize,
+    rows: usize,
+    cols: usize,
+    tile: &[[T; NR]; MR],
+    first: bool,
+    beta: T,
+) {
+    let (rs, cs) = (c.strides()[0], c.strides()[1]);
+    let overwrite = first && beta == T::zero();
+    let scale = first && beta != T::zero() && beta != T::one();
+    for (i, t) in tile.iter().enumerate().take(rows) {
+        // SAFETY: the tile's valid part (rows x cols, clipped by the caller) lies inside C
+        let row = unsafe {
+            c.as_mut_ptr()
+                .offset((i0 + i) as isize * rs + j0 as isize * cs)
+        };
+        if cs == 1 {
+            // SAFETY: cols contiguous entries of C's row i0 + i
+            let row = unsafe { std::slice::from_raw_parts_mut(row, cols) };
+            if overwrite {
+                row.copy_from_slice(&t[..cols]);
+            } else if scale {
+                row.iter_mut().zip(t).for_each(|(v, &t)| *v = beta * *v + t);
+            } else {
+                row.iter_mut().zip(t).for_each(|(v, &t)| *v = *v + t);
+            }
+        } else {
+            for (j, &t) in t.iter().enumerate().take(cols) {
+                // SAFETY: as above, entry j of the row
+                let v = unsafe { &mut *row.offset(j as isize * cs) };
+                *v = if overwrite {
+                    t
+                } else if scale {
+                    beta * *v + t
+                } else {
+                    *v + t
+                };
+            }
+        }
+    }
+}
