@@ -3,12 +3,11 @@
 //!
 //!     cargo bench --bench conv
 
-use std::hint::black_box;
 use std::time::Duration;
 
 use backprop::Rng;
 use backprop::layers::{Convolution, Layer, Pooling};
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use ndarray::{Array1, Array4, ArrayD};
 
 fn random(shape: (usize, usize, usize, usize), rng: &mut Rng) -> ArrayD<f32> {
@@ -38,10 +37,14 @@ fn bench_conv(c: &mut Criterion) {
         let y = conv.forward(x.clone());
         let dy = ArrayD::from_elem(y.raw_dim(), 0.01f32);
         c.bench_function(&format!("{name}: forward + backward, batch 100"), |b| {
-            b.iter(|| {
-                conv.forward(black_box(x.clone()));
-                conv.backward(&dy)
-            })
+            b.iter_batched(
+                || (x.clone(), dy.clone()),
+                |(x, dy)| {
+                    conv.forward(x);
+                    conv.backward(dy)
+                },
+                BatchSize::LargeInput,
+            )
         });
     }
     for (name, ch, hw) in [
@@ -53,10 +56,14 @@ fn bench_conv(c: &mut Criterion) {
         let y = Layer::<f32>::forward(&mut pool, x.clone());
         let dy = ArrayD::from_elem(y.raw_dim(), 0.01f32);
         c.bench_function(&format!("{name}: forward + backward, batch 100"), |b| {
-            b.iter(|| {
-                Layer::<f32>::forward(&mut pool, black_box(x.clone()));
-                Layer::<f32>::backward(&mut pool, &dy)
-            })
+            b.iter_batched(
+                || (x.clone(), dy.clone()),
+                |(x, dy)| {
+                    Layer::<f32>::forward(&mut pool, x);
+                    Layer::<f32>::backward(&mut pool, dy)
+                },
+                BatchSize::LargeInput,
+            )
         });
     }
 }

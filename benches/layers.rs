@@ -13,6 +13,7 @@ use backprop::data::Mnist;
 use backprop::layers::{Affine, Layer, Relu, SoftmaxWithLoss, Targets};
 use backprop::linalg::{Lhs, sparse::SparseRows};
 use backprop::models::gaussian;
+use criterion::BatchSize;
 use criterion::{Criterion, criterion_group, criterion_main};
 use ndarray::{Array1, Array2};
 
@@ -29,16 +30,16 @@ fn bench_layers(c: &mut Criterion) {
         b.iter(|| data.train.input_batch::<f32>(black_box(&indices)))
     });
     c.bench_function("lhs index: non-zeros of a (100, 784) batch", |b| {
-        b.iter(|| Lhs::new(black_box(x.clone())))
+        b.iter(|| SparseRows::index(black_box(x.as_slice().unwrap()), 784, 0.6))
     });
 
     let w1 = gaussian::<f32>(784, 50, 0.01, &mut rng);
-    let lhs = Lhs::new(x.clone());
+    let csr = SparseRows::index(x.as_slice().unwrap(), 784, 0.6).unwrap();
+    let lhs = Lhs::Sparse(&csr);
     let mut y = Array2::<f32>::zeros((100, 50));
     c.bench_function("sparse product X·W1 (100x784 · 784x50), indexed", |b| {
         b.iter(|| lhs.matmul_acc(&w1.view(), &mut y.view_mut(), 1))
     });
-    let csr = SparseRows::index(x.as_slice().unwrap(), 784, 0.6).unwrap();
     c.bench_function("sparse index transpose (CSR of X -> CSR of Xᵀ)", |b| {
         b.iter(|| csr.transpose())
     });
@@ -60,35 +61,51 @@ fn bench_layers(c: &mut Criterion) {
     let dy = Array2::from_shape_fn((100, 50), |_| rng.normal() as f32).into_dyn();
     affine1.forward(x.clone().into_dyn());
     c.bench_function("Affine1 backward_params (dW1 = x^T dy)", |b| {
-        b.iter(|| affine1.backward_params(black_box(&dy)))
+        b.iter_batched(
+            || dy.clone(),
+            |dy| affine1.backward_params(dy),
+            BatchSize::LargeInput,
+        )
     });
 
     let h = Array2::from_shape_fn((100, 50), |_| rng.normal() as f32).into_dyn();
     let mut relu = Relu::new();
     c.bench_function("Relu1 forward + backward (100x50)", |b| {
-        b.iter(|| {
-            let y = Layer::<f32>::forward(&mut relu, black_box(h.clone()));
-            Layer::<f32>::backward(&mut relu, &y)
-        })
+        b.iter_batched(
+            || h.clone(),
+            |h| {
+                let y = Layer::<f32>::forward(&mut relu, h);
+                Layer::<f32>::backward(&mut relu, y)
+            },
+            BatchSize::LargeInput,
+        )
     });
 
     let w2 = gaussian::<f32>(50, 10, 0.01, &mut rng);
     let mut affine2 = Affine::new(w2, Array1::zeros(10));
     let dout = Array2::from_shape_fn((100, 10), |_| rng.normal() as f32).into_dyn();
     c.bench_function("Affine2 forward + backward (100x50 -> 10)", |b| {
-        b.iter(|| {
-            affine2.forward(black_box(h.clone()));
-            affine2.backward(&dout)
-        })
+        b.iter_batched(
+            || (h.clone(), dout.clone()),
+            |(h, dout)| {
+                affine2.forward(h);
+                affine2.backward(dout)
+            },
+            BatchSize::LargeInput,
+        )
     });
 
     let scores = Array2::from_shape_fn((100, 10), |_| rng.normal() as f32).into_dyn();
     let mut loss = SoftmaxWithLoss::new();
     c.bench_function("SoftmaxWithLoss forward + backward (100x10)", |b| {
-        b.iter(|| {
-            loss.forward(black_box(&scores), Targets::Labels(&labels));
-            loss.backward(1.0)
-        })
+        b.iter_batched(
+            || scores.clone(),
+            |scores| {
+                loss.forward_owned(scores, Targets::Labels(&labels));
+                loss.backward(1.0)
+            },
+            BatchSize::LargeInput,
+        )
     });
 }
 
@@ -113,10 +130,14 @@ fn bench_workload_layers(c: &mut Criterion) {
         let x = random(&[n, d_in]);
         let dy = random(&[n, d_out]);
         c.bench_function(&format!("{name}: forward + backward, 2 threads"), |b| {
-            b.iter(|| {
-                affine.forward(black_box(x.clone()));
-                affine.backward(&dy)
-            })
+            b.iter_batched(
+                || (x.clone(), dy.clone()),
+                |(x, dy)| {
+                    affine.forward(x);
+                    affine.backward(dy)
+                },
+                BatchSize::LargeInput,
+            )
         });
     }
     for (name, shape) in [
@@ -126,10 +147,14 @@ fn bench_workload_layers(c: &mut Criterion) {
         let x = random(&shape);
         let mut relu = Relu::new();
         c.bench_function(&format!("{name}: forward + backward"), |b| {
-            b.iter(|| {
-                let y = Layer::<f32>::forward(&mut relu, black_box(x.clone()));
-                Layer::<f32>::backward(&mut relu, &y)
-            })
+            b.iter_batched(
+                || x.clone(),
+                |x| {
+                    let y = Layer::<f32>::forward(&mut relu, x);
+                    Layer::<f32>::backward(&mut relu, y)
+                },
+                BatchSize::LargeInput,
+            )
         });
     }
 }

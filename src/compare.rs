@@ -135,7 +135,7 @@ fn race(
         for ((_, net, opt), record) in contestants.iter_mut().zip(&mut losses) {
             let loss = net.backprop(x.clone(), Targets::Labels(&t)) as f64;
             if loss.is_finite() {
-                opt.step(net.params());
+                net.update(opt.as_mut());
             }
             record.push(loss);
         }

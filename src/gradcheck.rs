@@ -125,7 +125,7 @@ pub fn check_layer(layer: &mut dyn Layer<f64>, x: ArrayD<f64>, rng: &mut Rng) ->
     let h = DEFAULT_H;
     let y = layer.forward(x.clone());
     let r = ArrayD::from_shape_fn(y.raw_dim(), |_| rng.normal());
-    let dx = layer.backward(&r);
+    let dx = layer.backward(r.clone());
     let grads: Vec<(&str, ArrayD<f64>)> = layer
         .params()
         .into_iter()

@@ -1,11 +1,12 @@
 //! An ordered list of layers followed by [`SoftmaxWithLoss`]: the book's `TwoLayerNet`
 //! generalised (`self.layers = OrderedDict()` ... `self.lastLayer = SoftmaxWithLoss()`).
 
-use ndarray::{ArrayD, ArrayViewMutD, Axis};
+use ndarray::{ArrayD, ArrayViewMutD, Axis, Dimension, IxDyn};
 
 use crate::Float;
 use crate::gradcheck::{self, GradCheckRow};
 use crate::layers::{Input, Layer, Param, SoftmaxWithLoss, Targets};
+use crate::optim::Optimizer;
 
 /// A layer with the name the network gave it (`Affine1`) and the number its parameters
 /// carry (`W1`, `b1`).
@@ -13,6 +14,7 @@ struct Named<T: Float> {
     name: String,
     number: usize,
     layer: Box<dyn Layer<T>>,
+    param_names: Vec<String>, // `W1`, `b1`, in the layer's order
 }
 
 /// A feed-forward network: layers in order, then softmax with cross-entropy.
@@ -62,18 +64,20 @@ impl<T: Float> Network<T> {
         };
         let n = x.len();
         let x = x.into_dense();
-        let mut full = vec![n];
-        full.extend_from_slice(shape);
+        // (N, ...shape); NOTE: IxDyn keeps up to 4 axes inline, so this allocates nothing for
+        // an image batch (N, C, H, W)
+        let mut full = IxDyn::zeros(shape.len() + 1);
+        full[0] = n;
+        full.slice_mut()[1..].copy_from_slice(shape);
         let x = if x.is_standard_layout() {
             x
         } else {
             x.as_standard_layout().into_owned()
         };
-        let got = x.shape().to_vec();
-        Input::Dense(
-            x.into_shape_with_order(full)
-                .unwrap_or_else(|_| panic!("input {got:?} does not fit samples of {shape:?}")),
-        )
+        let got = x.raw_dim();
+        Input::Dense(x.into_shape_with_order(full).unwrap_or_else(|_| {
+            panic!("input {:?} does not fit samples of {shape:?}", got.slice())
+        }))
     }
 
     /// L2 weight decay as the book adds it (ch. 6.4.1): `½·λ·Σ‖W‖²` over the weights (not the
@@ -95,12 +99,12 @@ impl<T: Float> Network<T> {
             return T::zero();
         }
         let half_lambda = T::of(0.5 * self.weight_decay);
-        let sum: T = self
-            .params()
-            .iter()
-            .filter(|(_, p)| p.name == "W")
-            .map(|(_, p)| p.value.iter().map(|&w| w * w).sum::<T>())
-            .sum();
+        let mut sum = T::zero();
+        self.visit_params(&mut |_, p| {
+            if p.name == "W" {
+                sum = sum + p.value.iter().map(|&w| w * w).sum::<T>();
+            }
+        });
         half_lambda * sum
     }
 
@@ -115,10 +119,17 @@ impl<T: Float> Network<T> {
         if layer.params().iter().any(|p| p.name == "W") {
             self.weight_layers += 1;
         }
+        let number = self.weight_layers.max(1);
+        let param_names = layer
+            .params()
+            .iter()
+            .map(|p| format!("{}{number}", p.name))
+            .collect();
         self.layers.push(Named {
             name: format!("{kind}{}", same_kind + 1),
-            number: self.weight_layers.max(1),
+            number,
             layer: Box::new(layer),
+            param_names,
         });
         self
     }
@@ -156,14 +167,14 @@ impl<T: Float> Network<T> {
     /// statistics), weight decay included: the function [`Network::backprop`] differentiates.
     pub fn loss(&mut self, x: impl Into<Input<T>>, t: Targets<'_, T>) -> T {
         let scores = self.forward(x);
-        self.last_layer.forward(&scores, t) + self.decay_loss()
+        self.last_layer.forward_owned(scores, t) + self.decay_loss()
     }
 
     /// The loss in inference mode (no dropout, batch norm on its running statistics), weight
     /// decay included: for validation and test sets.
     pub fn eval_loss(&mut self, x: impl Into<Input<T>>, t: Targets<'_, T>) -> T {
         let scores = self.predict(x);
-        SoftmaxWithLoss::new().forward(&scores, t) + self.decay_loss()
+        SoftmaxWithLoss::new().forward_owned(scores, t) + self.decay_loss()
     }
 
     /// Fraction of samples whose highest score is the label.
@@ -184,14 +195,16 @@ impl<T: Float> Network<T> {
             return loss;
         };
         for l in rest.iter_mut().rev() {
-            dout = l.layer.backward(&dout);
+            dout = l.layer.backward(dout);
         }
-        first.layer.backward_params(&dout);
+        first.layer.backward_params(dout);
         if self.weight_decay != 0.0 {
             let lambda = T::of(self.weight_decay);
-            for (_, mut p) in self.params().into_iter().filter(|(_, p)| p.name == "W") {
-                p.grad.zip_mut_with(&p.value, |g, &w| *g = *g + lambda * w); // ∂(½λ‖W‖²)/∂W
-            }
+            self.visit_params(&mut |_, mut p| {
+                if p.name == "W" {
+                    p.grad.zip_mut_with(&p.value, |g, &w| *g = *g + lambda * w); // ∂(½λ‖W‖²)/∂W
+                }
+            });
         }
         loss
     }
@@ -248,16 +261,26 @@ impl<T: Float> Network<T> {
 
     /// Every parameter with its gradient, named `W1`, `b1`, ... in layer order.
     pub fn params(&mut self) -> Vec<(String, Param<'_, T>)> {
-        self.layers
-            .iter_mut()
-            .flat_map(|l| {
-                let number = l.number;
-                l.layer
-                    .params()
-                    .into_iter()
-                    .map(move |p| (format!("{}{number}", p.name), p))
-            })
-            .collect()
+        let mut params = Vec::new();
+        self.visit_params(&mut |name, p| params.push((name.to_string(), p)));
+        params
+    }
+
+    /// Hands every parameter with its gradient and name to `f`, in the order of
+    /// [`Network::params`], allocating nothing.
+    pub fn visit_params<'a>(&'a mut self, f: &mut dyn FnMut(&'a str, Param<'a, T>)) {
+        for l in &mut self.layers {
+            let mut names = l.param_names.iter();
+            l.layer
+                .visit_params(&mut |p| f(names.next().expect("one name per parameter"), p));
+        }
+    }
+
+    /// One optimizer step over every parameter from its gradient (the last
+    /// [`Network::backprop`]'s).
+    pub fn update(&mut self, optimizer: &mut dyn Optimizer<T>) {
+        optimizer.begin_step();
+        self.visit_params(&mut |name, p| optimizer.update(name, p));
     }
 
     /// The layers as a layer description ([`crate::describe`]), one line each: with the

@@ -556,6 +556,47 @@ pub fn build(cfg: &TrainConfig, data: &Mnist, rng: &mut Rng) -> Result<Network<f
     Ok(net)
 }
 
+/// The three benchmark workloads' settings (`backprop bench`, issue 6): W1 the book's ch. 5
+/// run (TwoLayerNet 784-50-10, SGD 0.1, batch 100, 10000 iterations), W2 an MLP
+/// 784-256-256-10 (He, ReLU, Adam 0.001, batch 128, one shuffled epoch), W3 SimpleConvNet
+/// (Adam 0.001, batch 100, one shuffled epoch).
+pub fn workloads(threads: usize) -> Vec<(&'static str, TrainConfig)> {
+    let base = TrainConfig {
+        threads,
+        ..TrainConfig::default()
+    };
+    vec![
+        ("W1", base.clone()),
+        (
+            "W2",
+            TrainConfig {
+                model: Model::Mlp,
+                hidden: vec![256, 256],
+                activation: Activation::Relu,
+                init: Some(Init::He),
+                optimizer: "adam".into(),
+                lr: 0.001,
+                length: Length::Epochs(1),
+                batch_size: 128,
+                sampling: Sampling::Shuffle,
+                ..base.clone()
+            },
+        ),
+        (
+            "W3",
+            TrainConfig {
+                model: Model::SimpleCnn,
+                optimizer: "adam".into(),
+                lr: 0.001,
+                length: Length::Epochs(1),
+                batch_size: 100,
+                sampling: Sampling::Shuffle,
+                ..base
+            },
+        ),
+    ]
+}
+
 /// One update on the samples at `indices`: backprop, clip the gradients' global norm to
 /// `clip` if given, let the optimizer step. Returns the mini-batch loss (NaN or infinite when
 /// training diverges; nothing is updated then).
@@ -574,24 +615,21 @@ pub fn step(
     if let Some(max_norm) = clip {
         clip_grad_norm(net, max_norm);
     }
-    optimizer.step(net.params());
+    net.update(optimizer);
     loss
 }
 
 /// Scales every gradient by `max_norm / ‖g‖` when the global norm `‖g‖ = √(Σ g²)` over all
 /// parameters exceeds `max_norm` (PyTorch's `clip_grad_norm_`). Returns the norm before.
 pub fn clip_grad_norm(net: &mut Network<f32>, max_norm: f64) -> f64 {
-    let mut params = net.params();
-    let norm = params
-        .iter()
-        .map(|(_, p)| p.grad.iter().map(|&g| (g as f64) * (g as f64)).sum::<f64>())
-        .sum::<f64>()
-        .sqrt();
+    let mut sum = 0.0;
+    net.visit_params(&mut |_, p| {
+        sum += p.grad.iter().map(|&g| (g as f64) * (g as f64)).sum::<f64>();
+    });
+    let norm = sum.sqrt();
     if norm > max_norm {
         let scale = (max_norm / norm) as f32;
-        params
-            .iter_mut()
-            .for_each(|(_, p)| p.grad.mapv_inplace(|g| g * scale));
+        net.visit_params(&mut |_, mut p| p.grad.mapv_inplace(|g| g * scale));
     }
     norm
 }

@@ -17,8 +17,8 @@ use std::time::Instant;
 use backprop::data::Mnist;
 use backprop::flops::{inference_flops, layer_macs, step_flops};
 use backprop::linalg::gemm;
-use backprop::train::{self, Length, Model, Sampling, TrainConfig};
-use backprop::{Activation, Error, Init, Rng};
+use backprop::train::{self, Sampling};
+use backprop::{Error, Rng};
 use ndarray::Array2;
 
 use super::json_number;
@@ -78,7 +78,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, Error> {
     }
     let data = Mnist::load(&args.data)?;
     let mut rows = Vec::new();
-    for (name, cfg) in workloads(threads) {
+    for (name, cfg) in train::workloads(threads) {
         if which != "all" && which != name.to_ascii_lowercase() {
             continue;
         }
@@ -146,44 +146,6 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, Error> {
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The three workloads' settings.
-fn workloads(threads: usize) -> Vec<(&'static str, TrainConfig)> {
-    let base = TrainConfig {
-        threads,
-        ..TrainConfig::default()
-    };
-    vec![
-        ("W1", base.clone()),
-        (
-            "W2",
-            TrainConfig {
-                model: Model::Mlp,
-                hidden: vec![256, 256],
-                activation: Activation::Relu,
-                init: Some(Init::He),
-                optimizer: "adam".into(),
-                lr: 0.001,
-                length: Length::Epochs(1),
-                batch_size: 128,
-                sampling: Sampling::Shuffle,
-                ..base.clone()
-            },
-        ),
-        (
-            "W3",
-            TrainConfig {
-                model: Model::SimpleCnn,
-                optimizer: "adam".into(),
-                lr: 0.001,
-                length: Length::Epochs(1),
-                batch_size: 100,
-                sampling: Sampling::Shuffle,
-                ..base
-            },
-        ),
-    ]
 }
 
 /// FLOP/s of the best of five 2048x2048x2048 f32 products on `threads` threads.

@@ -1,10 +1,11 @@
 //! Fully connected layer: `y = x·W + b`.
 
-use ndarray::{Array1, Array2, ArrayD, Axis, Ix2, IxDyn};
+use ndarray::{Array1, Array2, ArrayD, ArrayView2, Ix2, IxDyn};
 
 use super::{Input, Layer, Param};
 use crate::Float;
-use crate::linalg::{Lhs, matmul_nt};
+use crate::linalg::sparse::SparseRows;
+use crate::linalg::{Lhs, SPARSE_ZERO_FRACTION, gemm, matmul_nt};
 
 /// Affine (fully connected) layer.
 ///
@@ -19,14 +20,23 @@ use crate::linalg::{Lhs, matmul_nt};
 /// dW = xᵀ·dy          (D_in, D_out)
 /// db = Σₙ dy[n, :]    (D_out)
 /// ```
+///
+/// # Memory
+/// Nothing is allocated in a training step once the batch size is steady: the input is kept
+/// for dW and its memory then receives dx; the dout that backward is given becomes the next
+/// forward's y; the input's non-zero index and its transpose are rebuilt in place.
 #[derive(Clone, Debug)]
 pub struct Affine<T: Float = f32> {
-    pub w: Array2<T>,       // (D_in, D_out)
-    pub b: Array1<T>,       // (D_out)
-    pub dw: Array2<T>,      // (D_in, D_out)
-    pub db: Array1<T>,      // (D_out)
-    x: Option<Lhs<T>>,      // (N, D_in), the flattened input kept for dW (indexed if sparse)
-    x_shape: Option<IxDyn>, // the input's original shape, for dx
+    pub w: Array2<T>,           // (D_in, D_out)
+    pub b: Array1<T>,           // (D_out)
+    pub dw: Array2<T>,          // (D_in, D_out)
+    pub db: Array1<T>,          // (D_out)
+    x: Option<Array2<T>>,       // (N, D_in) the flattened input, kept for dW; becomes dx
+    nz: Option<SparseRows<T>>,  // (N, D_in) its non-zero entries, when it is mostly zeros
+    sparse: bool,               // whether the last forward went through `nz`
+    nz_t: SparseRows<T>,        // (D_in, N) the transpose of `nz`, for dW
+    x_shape: Option<IxDyn>,     // the input's original shape, for dx
+    y_spare: Option<Array2<T>>, // (N, D_out) memory for the next y (the last dout)
     threads: usize,
 }
 
@@ -49,7 +59,11 @@ impl<T: Float> Affine<T> {
             dw,
             db,
             x: None,
+            nz: None,
+            sparse: false,
+            nz_t: SparseRows::new(0),
             x_shape: None,
+            y_spare: None,
             threads: 1,
         }
     }
@@ -75,43 +89,77 @@ impl<T: Float> Affine<T> {
             .expect("standard layout reshapes")
     }
 
-    /// y = x·W + b, with y preset to b so that the product accumulates onto it.
+    /// y = x·W + b, with y preset to b so that the product accumulates onto it; y is
+    /// written into `y` when it has the shape (N, D_out).
     /// (Lhs skips the zeros of a mostly-zero input, such as an MNIST batch.)
     #[track_caller]
-    fn affine(&self, x: &Lhs<T>, threads: usize) -> Array2<T> {
+    fn affine(&self, x: &Lhs<'_, T>, y: Option<Array2<T>>, threads: usize) -> Array2<T> {
+        let (n, d_in) = x.dim();
         assert_eq!(
-            x.dim().1,
+            d_in,
             self.w.nrows(),
-            "Affine: input (N, {}) for W {:?}",
-            x.dim().1,
+            "Affine: input (N, {d_in}) for W {:?}",
             self.w.dim()
         );
-        let mut y = Array2::zeros((x.dim().0, self.w.ncols()));
+        let mut y = match y {
+            Some(y) if y.dim() == (n, self.w.ncols()) => y,
+            _ => Array2::zeros((n, self.w.ncols())),
+        };
         y.rows_mut().into_iter().for_each(|mut r| r.assign(&self.b));
         x.matmul_acc(&self.w.view(), &mut y.view_mut(), threads);
         y
     }
 
+    /// The input kept by the last forward, as the left operand of its products.
+    #[track_caller]
+    fn kept(&self) -> Lhs<'_, T> {
+        match (&self.x, &self.nz) {
+            (_, Some(nz)) if self.sparse => Lhs::Sparse(nz),
+            (Some(x), _) => Lhs::Dense(x.view()),
+            _ => panic!("Affine::backward called without a forward before it"),
+        }
+    }
+
+    /// Training forward from the input kept in `self.x` / `self.nz`.
+    fn forward_kept(&mut self) -> Array2<T> {
+        let y = self.y_spare.take();
+        self.affine(&self.kept(), y, self.threads)
+    }
+
     /// dW = xᵀ·dy, db = Σₙ dy.
     #[track_caller]
-    fn param_grads(&mut self, dout: &ArrayD<T>) {
-        let x = self
-            .x
-            .as_ref()
-            .expect("Affine::backward called without a forward before it");
-        let dy = dout
-            .view()
-            .into_dimensionality::<Ix2>()
-            .expect("Affine::backward: dout must be (N, D_out)");
+    fn param_grads(&mut self, dy: &ArrayView2<T>) {
+        let n = match self.kept() {
+            Lhs::Dense(x) => x.nrows(),
+            Lhs::Sparse(nz) => nz.nrows(),
+        };
         assert_eq!(
             dy.dim(),
-            (x.dim().0, self.w.ncols()),
+            (n, self.w.ncols()),
             "Affine::backward: dout {:?} does not match the output (N, D_out)",
             dy.dim()
         );
-        self.dw.fill(T::zero());
-        x.matmul_tn_acc(&dy, &mut self.dw.view_mut(), self.threads);
-        self.db = dy.sum_axis(Axis(0));
+        match (&self.x, &self.nz) {
+            (_, Some(nz)) if self.sparse => {
+                nz.transpose_into(&mut self.nz_t);
+                self.dw.fill(T::zero());
+                Lhs::Sparse(&self.nz_t).matmul_acc(dy, &mut self.dw.view_mut(), 1);
+            }
+            (Some(x), _) => gemm(&x.t(), dy, T::zero(), &mut self.dw.view_mut(), self.threads),
+            _ => unreachable!("kept() checked"),
+        }
+        // db = Σₙ dy[n, :], row by row
+        self.db.fill(T::zero());
+        for row in dy.rows() {
+            self.db.zip_mut_with(&row, |s, &d| *s = *s + d);
+        }
+    }
+
+    /// dout as (N, D_out).
+    #[track_caller]
+    fn dy(dout: ArrayD<T>) -> Array2<T> {
+        dout.into_dimensionality::<Ix2>()
+            .expect("Affine::backward: dout must be (N, D_out)")
     }
 }
 
@@ -126,25 +174,36 @@ impl<T: Float> Layer<T> for Affine<T> {
 
     fn forward(&mut self, x: ArrayD<T>) -> ArrayD<T> {
         self.x_shape = Some(x.raw_dim());
-        let x = Lhs::new(self.flatten(x));
-        let y = self.affine(&x, self.threads);
+        let x = self.flatten(x);
+        let nz = self.nz.get_or_insert_with(|| SparseRows::new(0));
+        self.sparse = x
+            .as_slice()
+            .is_some_and(|s| nz.index_into(s, x.ncols(), SPARSE_ZERO_FRACTION));
         self.x = Some(x);
-        y.into_dyn()
+        self.forward_kept().into_dyn()
     }
 
     fn predict(&self, x: ArrayD<T>) -> ArrayD<T> {
-        self.affine(&Lhs::new(self.flatten(x)), 1).into_dyn()
+        let x = self.flatten(x);
+        match x
+            .as_slice()
+            .and_then(|s| SparseRows::index(s, x.ncols(), SPARSE_ZERO_FRACTION))
+        {
+            Some(nz) => self.affine(&Lhs::Sparse(&nz), None, 1),
+            None => self.affine(&Lhs::Dense(x.view()), None, 1),
+        }
+        .into_dyn()
     }
 
     fn forward_input(&mut self, x: Input<T>) -> ArrayD<T> {
         match x {
             Input::Dense(x) => self.forward(x),
             Input::Sparse(x) => {
-                self.x_shape = Some(ndarray::IxDyn(&[x.nrows(), x.ncols()]));
-                let x = Lhs::Sparse(x);
-                let y = self.affine(&x, self.threads);
-                self.x = Some(x);
-                y.into_dyn()
+                self.x_shape = Some(IxDyn(&[x.nrows(), x.ncols()]));
+                self.x = None;
+                self.nz = Some(x);
+                self.sparse = true;
+                self.forward_kept().into_dyn()
             }
         }
     }
@@ -152,43 +211,47 @@ impl<T: Float> Layer<T> for Affine<T> {
     fn predict_input(&self, x: Input<T>) -> ArrayD<T> {
         match x {
             Input::Dense(x) => self.predict(x),
-            Input::Sparse(x) => self.affine(&Lhs::Sparse(x), 1).into_dyn(),
+            Input::Sparse(x) => self.affine(&Lhs::Sparse(&x), None, 1).into_dyn(),
         }
     }
 
-    fn backward(&mut self, dout: &ArrayD<T>) -> ArrayD<T> {
-        self.param_grads(dout);
-        let dy = dout.view().into_dimensionality::<Ix2>().unwrap();
-        // dx = dy·Wᵀ, then back to the input's original shape
-        let mut dx = Array2::zeros((dy.nrows(), self.w.nrows()));
-        matmul_nt(&dy, &self.w.view(), &mut dx.view_mut(), self.threads);
+    fn backward(&mut self, dout: ArrayD<T>) -> ArrayD<T> {
+        let dy = Self::dy(dout);
+        self.param_grads(&dy.view());
+        // dx = dy·Wᵀ, into the input's memory, then back to the input's original shape
+        let mut dx = match self.x.take() {
+            Some(x) => x,
+            None => Array2::zeros((dy.nrows(), self.w.nrows())), // the input came sparse
+        };
+        matmul_nt(&dy.view(), &self.w.view(), &mut dx.view_mut(), self.threads);
+        self.y_spare = Some(dy);
         let shape = self.x_shape.clone().expect("set by forward");
         dx.into_shape_with_order(shape).expect("same element count")
     }
 
-    fn backward_params(&mut self, dout: &ArrayD<T>) {
+    fn backward_params(&mut self, dout: ArrayD<T>) {
         // NOTE: the first layer's dx (the gradient w.r.t. the images) is a third of the
         // arithmetic of a two-layer step and nobody uses it: skip it.
-        self.param_grads(dout);
+        let dy = Self::dy(dout);
+        self.param_grads(&dy.view());
+        self.y_spare = Some(dy);
     }
 
     fn set_threads(&mut self, threads: usize) {
         self.threads = threads.max(1);
     }
 
-    fn params(&mut self) -> Vec<Param<'_, T>> {
-        vec![
-            Param {
-                name: "W",
-                value: self.w.view_mut().into_dyn(),
-                grad: self.dw.view_mut().into_dyn(),
-            },
-            Param {
-                name: "b",
-                value: self.b.view_mut().into_dyn(),
-                grad: self.db.view_mut().into_dyn(),
-            },
-        ]
+    fn visit_params<'a>(&'a mut self, f: &mut dyn FnMut(Param<'a, T>)) {
+        f(Param {
+            name: "W",
+            value: self.w.view_mut().into_dyn(),
+            grad: self.dw.view_mut().into_dyn(),
+        });
+        f(Param {
+            name: "b",
+            value: self.b.view_mut().into_dyn(),
+            grad: self.db.view_mut().into_dyn(),
+        });
     }
 }
 
@@ -208,7 +271,7 @@ mod tests {
         let y = layer.forward(arr2(&[[1., 2.]]).into_dyn());
         assert_eq!(y, arr2(&[[9.5, 12., 14.]]).into_dyn());
         // dy = [[1, 0, 2]]: dx = dy·Wᵀ = [1+6, 4+12] = [7, 16]; dW = xᵀ·dy; db = dy
-        let dx = layer.backward(&arr2(&[[1., 0., 2.]]).into_dyn());
+        let dx = layer.backward(arr2(&[[1., 0., 2.]]).into_dyn());
         assert_eq!(dx, arr2(&[[7., 16.]]).into_dyn());
         assert_eq!(layer.dw, arr2(&[[1., 0., 2.], [2., 0., 4.]]));
         assert_eq!(layer.db, arr1(&[1., 0., 2.]));
@@ -237,7 +300,7 @@ mod tests {
         let x = Array::from_shape_fn((4, 2, 3, 2), |_| rng.normal()).into_dyn();
         let y = layer.forward(x.clone());
         assert_eq!(y.shape(), &[4, 5]);
-        assert_eq!(layer.backward(&y).shape(), &[4, 2, 3, 2]);
+        assert_eq!(layer.backward(y).shape(), &[4, 2, 3, 2]);
         for row in check_layer(&mut layer, x, &mut rng) {
             assert!(row.max_rel_err < 1e-7, "{row}");
         }
@@ -269,9 +332,9 @@ mod tests {
         let x = Array::from_shape_fn((2, 5), |_| rng.normal()).into_dyn();
         let dy = Array::from_shape_fn((2, 3), |_| rng.normal()).into_dyn();
         a.forward(x.clone());
-        a.backward(&dy);
+        a.backward(dy.clone());
         b.forward(x);
-        b.backward_params(&dy);
+        b.backward_params(dy);
         assert_eq!((a.dw, a.db), (b.dw, b.db));
     }
 
@@ -279,6 +342,6 @@ mod tests {
     #[should_panic(expected = "without a forward")]
     fn backward_without_forward_panics_with_a_message() {
         let mut layer = Affine::<f64>::new(Array2::zeros((2, 2)), Array1::zeros(2));
-        layer.backward(&Array2::zeros((1, 2)).into_dyn());
+        layer.backward(Array2::zeros((1, 2)).into_dyn());
     }
 }

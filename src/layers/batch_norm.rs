@@ -155,7 +155,7 @@ impl<T: Float> Layer<T> for BatchNormalization<T> {
         y.into_shape_with_order(shape).expect("same element count")
     }
 
-    fn backward(&mut self, dout: &ArrayD<T>) -> ArrayD<T> {
+    fn backward(&mut self, dout: ArrayD<T>) -> ArrayD<T> {
         let cache = self
             .cache
             .as_ref()
@@ -165,7 +165,7 @@ impl<T: Float> Layer<T> for BatchNormalization<T> {
             cache.shape,
             "BatchNormalization::backward: dout shape"
         );
-        let dy = self.as_ncs(dout.to_owned());
+        let dy = self.as_ncs(dout);
         let (m, d) = (T::of(count(&dy) as f64), dy.ndim());
         let std = Self::per_channel(&cache.std, d);
         self.dbeta = sum_ns(&dy);
@@ -190,19 +190,17 @@ impl<T: Float> Layer<T> for BatchNormalization<T> {
         ]
     }
 
-    fn params(&mut self) -> Vec<Param<'_, T>> {
-        vec![
-            Param {
-                name: "gamma",
-                value: self.gamma.view_mut().into_dyn(),
-                grad: self.dgamma.view_mut().into_dyn(),
-            },
-            Param {
-                name: "beta",
-                value: self.beta.view_mut().into_dyn(),
-                grad: self.dbeta.view_mut().into_dyn(),
-            },
-        ]
+    fn visit_params<'a>(&'a mut self, f: &mut dyn FnMut(Param<'a, T>)) {
+        f(Param {
+            name: "gamma",
+            value: self.gamma.view_mut().into_dyn(),
+            grad: self.dgamma.view_mut().into_dyn(),
+        });
+        f(Param {
+            name: "beta",
+            value: self.beta.view_mut().into_dyn(),
+            grad: self.dbeta.view_mut().into_dyn(),
+        });
     }
 }
 

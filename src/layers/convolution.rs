@@ -42,6 +42,14 @@ pub struct Convolution<T: Float = f32> {
     /// (N, C·FH·FW, Q): every image's col of the last training forward, for backward. The
     /// buffer is kept from batch to batch: after the first, no allocation.
     cols: Vec<T>,
+    /// The last training input's memory, (N, C, H, W): backward writes dx into it.
+    x_spare: Option<Array4<T>>,
+    /// The last dout's memory, (N, FN, OH, OW): the next forward writes y into it.
+    y_spare: Option<ArrayD<T>>,
+    /// Each part's sums of dWc (FN·C·FH·FW) and db (FN), added up in part order.
+    part_sums: Vec<(Vec<T>, Vec<T>)>,
+    /// One image's dcol (C·FH·FW, Q), for backward on the calling thread.
+    dcol: Vec<T>,
 }
 
 /// Geometry of one convolution or pooling window pass.
@@ -238,6 +246,10 @@ impl<T: Float> Convolution<T> {
             threads: 1,
             x_dim: None,
             cols: Vec::new(),
+            x_spare: None,
+            y_spare: None,
+            part_sums: Vec::new(),
+            dcol: Vec::new(),
         }
     }
 
@@ -277,16 +289,15 @@ impl<T: Float> Convolution<T> {
 
     /// The parameter gradients from `dout`, and dx when `want_dx`.
     #[track_caller]
-    fn gradients(&mut self, dout: &ArrayD<T>, want_dx: bool) -> Option<ArrayD<T>> {
+    fn gradients(&mut self, dout: ArrayD<T>, want_dx: bool) -> Option<ArrayD<T>> {
         let (n, c, h, w) = self
             .x_dim
             .expect("Convolution::backward called without a forward before it");
         let win = self.window();
         let (oh, ow) = win.output(h, w);
         let (fn_, q) = (self.w.shape()[0], oh * ow);
-        let k = self.w.len() / fn_;
+        let (k, chw) = (self.w.len() / fn_, c * h * w);
         let dy = dout
-            .view()
             .into_dimensionality::<Ix4>()
             .expect("Convolution::backward: dout must be 4-D");
         assert_eq!(
@@ -294,61 +305,147 @@ impl<T: Float> Convolution<T> {
             (n, fn_, oh, ow),
             "Convolution::backward: dout does not match the forward"
         );
-        let dy = dy.as_standard_layout();
-        let dy = dy.as_slice().expect("standard layout");
-        let mut dx = vec![T::zero(); if want_dx { n * c * h * w } else { 0 }];
-        let per = n.div_ceil(PARTS).max(1);
-        let mut dx_parts: Vec<Option<&mut [T]>> = if want_dx {
-            dx.chunks_mut(per * c * h * w).map(Some).collect()
+        let dy = if dy.is_standard_layout() {
+            dy
         } else {
-            (0..n.div_ceil(per)).map(|_| None).collect()
+            dy.as_standard_layout().into_owned()
         };
-        let parts: Vec<_> = dy
-            .chunks(per * fn_ * q)
-            .zip(self.cols.chunks(per * k * q))
-            .zip(dx_parts.drain(..))
-            .collect();
-        let wc = w_rows(&self.w);
-        let threads = parallel::threads_for(self.work(n, q), self.threads);
-        let sums = parallel::map(parts, threads, |((dy, cols), mut dx)| {
-            let mut dwc = Array2::<T>::zeros((fn_, k));
-            let mut db = vec![T::zero(); fn_];
-            let mut dcol = vec![T::zero(); if dx.is_some() { k * q } else { 0 }];
-            for (i, (dy_i, col_i)) in dy
-                .chunks_exact(fn_ * q)
-                .zip(cols.chunks_exact(k * q))
-                .enumerate()
-            {
-                let dy_i = ArrayView2::from_shape((fn_, q), dy_i).expect("FN x Q");
-                let col_i = ArrayView2::from_shape((k, q), col_i).expect("K x Q");
-                // dWc += dy_i·col_iᵀ,  db += Σ_q dy_i
-                gemm_serial(&dy_i, &col_i.t(), T::one(), &mut dwc.view_mut());
-                for (acc, row) in db.iter_mut().zip(dy_i.rows()) {
-                    *acc = row.iter().fold(*acc, |a, &v| a + v);
-                }
-                // dcol_i = Wcᵀ·dy_i, then back onto the image
-                if let Some(dx) = dx.as_deref_mut() {
-                    let mut dcol_v =
-                        ArrayViewMut2::from_shape((k, q), &mut dcol[..]).expect("K x Q");
-                    gemm_serial(&wc.t(), &dy_i, T::zero(), &mut dcol_v);
-                    let img = &mut dx[i * c * h * w..(i + 1) * c * h * w];
-                    col2im_image(&dcol, (c, h, w), win, img);
-                }
+        // dx goes into the input's memory (col2im adds into it: zeroed first)
+        let mut dx = want_dx.then(|| match self.x_spare.take() {
+            Some(mut x) if x.dim() == (n, c, h, w) => {
+                x.fill(T::zero());
+                x
             }
-            (dwc, db)
+            _ => Array4::zeros((n, c, h, w)),
         });
-        // the parts' sums in part order, whatever thread computed them
-        let mut dwc = Array2::<T>::zeros((fn_, k));
-        let mut db = Array1::<T>::zeros(fn_);
-        for (part_dw, part_db) in sums {
-            dwc.zip_mut_with(&part_dw, |a, &v| *a = *a + v);
-            db.iter_mut().zip(part_db).for_each(|(a, v)| *a = *a + v);
+        let per = n.div_ceil(PARTS).max(1);
+        let parts = n.div_ceil(per);
+        if self.part_sums.len() != parts || self.part_sums[0].0.len() != fn_ * k {
+            self.part_sums = vec![(vec![T::zero(); fn_ * k], vec![T::zero(); fn_]); parts];
         }
-        self.dw = dwc
-            .into_shape_with_order(self.w.raw_dim())
-            .expect("same count");
-        self.db = db;
-        want_dx.then(|| ArrayD::from_shape_vec(vec![n, c, h, w], dx).expect("one value per pixel"))
+        let threads = parallel::threads_for(self.work(n, q), self.threads);
+        let wc = w_rows(&self.w);
+        let dy_all = dy.as_slice().expect("standard layout");
+        let dx_all = dx
+            .as_mut()
+            .map(|d| d.as_slice_mut().expect("standard layout"));
+        let part = |p: usize| (p * per, ((p + 1) * per).min(n));
+        let dims = PartDims {
+            fn_,
+            k,
+            q,
+            c,
+            h,
+            w,
+            win,
+        };
+        if threads == 1 {
+            // the same parts as on several threads, one after the other
+            self.dcol.resize(if want_dx { k * q } else { 0 }, T::zero());
+            let mut dx_all = dx_all;
+            for (p, (dwc, db)) in self.part_sums.iter_mut().enumerate() {
+                let (a, b) = part(p);
+                let dx = dx_all.as_deref_mut().map(|d| &mut d[a * chw..b * chw]);
+                part_gradients(
+                    &wc,
+                    dims,
+                    &dy_all[a * fn_ * q..b * fn_ * q],
+                    &self.cols[a * k * q..b * k * q],
+                    dx,
+                    (dwc, db),
+                    &mut self.dcol,
+                );
+            }
+        } else {
+            let mut dx_parts: Vec<Option<&mut [T]>> = match dx_all {
+                Some(d) => d.chunks_mut(per * chw).map(Some).collect(),
+                None => (0..parts).map(|_| None).collect(),
+            };
+            let items: Vec<_> = self
+                .part_sums
+                .iter_mut()
+                .zip(dx_parts.drain(..))
+                .enumerate()
+                .collect();
+            let cols = &self.cols;
+            parallel::map(items, threads, |(p, ((dwc, db), dx))| {
+                let (a, b) = part(p);
+                let mut dcol = vec![T::zero(); if dx.is_some() { k * q } else { 0 }];
+                part_gradients(
+                    &wc,
+                    dims,
+                    &dy_all[a * fn_ * q..b * fn_ * q],
+                    &cols[a * k * q..b * k * q],
+                    dx,
+                    (dwc, db),
+                    &mut dcol,
+                );
+            });
+        }
+        // the parts' sums in part order, whatever thread computed them
+        let dw = self.dw.as_slice_mut().expect("standard layout");
+        dw.fill(T::zero());
+        self.db.fill(T::zero());
+        for (part_dw, part_db) in &self.part_sums {
+            dw.iter_mut().zip(part_dw).for_each(|(a, &v)| *a = *a + v);
+            self.db
+                .iter_mut()
+                .zip(part_db)
+                .for_each(|(a, &v)| *a = *a + v);
+        }
+        self.y_spare = Some(dy.into_dyn());
+        dx.map(|dx| dx.into_dyn())
+    }
+}
+
+/// The sizes one part of the batch needs: filters, col rows K = C·FH·FW, output positions
+/// Q, the image's (C, H, W) and the window.
+#[derive(Clone, Copy)]
+struct PartDims {
+    fn_: usize,
+    k: usize,
+    q: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    win: Window,
+}
+
+/// One part of the batch: its sums of dWc and db (overwritten), and its images' dx when
+/// `dx` is given (added into, zeroed by the caller).
+fn part_gradients<T: Float>(
+    wc: &ArrayView2<T>,
+    d: PartDims,
+    dy: &[T],
+    cols: &[T],
+    mut dx: Option<&mut [T]>,
+    (dwc, db): (&mut [T], &mut [T]),
+    dcol: &mut [T],
+) {
+    let (fn_, k, q) = (d.fn_, d.k, d.q);
+    let chw = d.c * d.h * d.w;
+    dwc.fill(T::zero());
+    db.fill(T::zero());
+    let mut dwc = ArrayViewMut2::from_shape((fn_, k), dwc).expect("FN x K");
+    for (i, (dy_i, col_i)) in dy
+        .chunks_exact(fn_ * q)
+        .zip(cols.chunks_exact(k * q))
+        .enumerate()
+    {
+        let dy_i = ArrayView2::from_shape((fn_, q), dy_i).expect("FN x Q");
+        let col_i = ArrayView2::from_shape((k, q), col_i).expect("K x Q");
+        // dWc += dy_i·col_iᵀ,  db += Σ_q dy_i
+        gemm_serial(&dy_i, &col_i.t(), T::one(), &mut dwc);
+        for (acc, row) in db.iter_mut().zip(dy_i.rows()) {
+            *acc = row.iter().fold(*acc, |a, &v| a + v);
+        }
+        // dcol_i = Wcᵀ·dy_i, then back onto the image
+        if let Some(dx) = dx.as_deref_mut() {
+            let mut dcol_v = ArrayViewMut2::from_shape((k, q), &mut *dcol).expect("K x Q");
+            gemm_serial(&wc.t(), &dy_i, T::zero(), &mut dcol_v);
+            let img = &mut dx[i * chw..(i + 1) * chw];
+            col2im_image(dcol, (d.c, d.h, d.w), d.win, img);
+        }
     }
 }
 
@@ -373,31 +470,43 @@ impl<T: Float> Layer<T> for Convolution<T> {
         let win = self.window();
         let (oh, ow) = win.output(h, w);
         let (fn_, q) = (self.w.shape()[0], oh * ow);
-        let k = self.w.len() / fn_;
+        let (k, chw) = (self.w.len() / fn_, c * h * w);
         let per = n.div_ceil(PARTS).max(1);
         let threads = parallel::threads_for(self.work(n, q), self.threads);
         self.cols.resize(n * k * q, T::zero()); // kept from the last batch: no allocation
-        let mut y = vec![T::zero(); n * fn_ * q];
-        let parts: Vec<_> = x
-            .as_slice()
-            .expect("standard layout")
-            .chunks(per * c * h * w)
-            .zip(self.cols.chunks_mut(per * k * q))
-            .zip(y.chunks_mut(per * fn_ * q))
-            .collect();
+        // y goes into the last dout's memory (every entry is written)
+        let mut y = match self.y_spare.take() {
+            Some(y) if y.shape() == [n, fn_, oh, ow] => y,
+            _ => ArrayD::zeros(ndarray::IxDyn(&[n, fn_, oh, ow])),
+        };
         let (wc, b) = (w_rows(&self.w), &self.b);
-        parallel::map(parts, threads, |((x, cols), y)| {
+        let images = |x: &[T], cols: &mut [T], y: &mut [T]| {
             for ((x_i, col_i), y_i) in x
-                .chunks_exact(c * h * w)
+                .chunks_exact(chw)
                 .zip(cols.chunks_exact_mut(k * q))
                 .zip(y.chunks_exact_mut(fn_ * q))
             {
                 im2col_image(x_i, (c, h, w), win, col_i);
                 convolve_image(&wc, b, col_i, y_i);
             }
-        });
+        };
+        let (xs, ys) = (
+            x.as_slice().expect("standard layout"),
+            y.as_slice_mut().expect("standard layout"),
+        );
+        if threads == 1 {
+            images(xs, &mut self.cols, ys);
+        } else {
+            let parts: Vec<_> = xs
+                .chunks(per * chw)
+                .zip(self.cols.chunks_mut(per * k * q))
+                .zip(ys.chunks_mut(per * fn_ * q))
+                .collect();
+            parallel::map(parts, threads, |((x, cols), y)| images(x, cols, y));
+        }
         self.x_dim = Some((n, c, h, w));
-        ArrayD::from_shape_vec(vec![n, fn_, oh, ow], y).expect("one value per output")
+        self.x_spare = Some(x); // its memory takes dx in backward
+        y
     }
 
     fn predict(&self, x: ArrayD<T>) -> ArrayD<T> {
@@ -421,11 +530,11 @@ impl<T: Float> Layer<T> for Convolution<T> {
         ArrayD::from_shape_vec(vec![n, fn_, oh, ow], y).expect("one value per output")
     }
 
-    fn backward(&mut self, dout: &ArrayD<T>) -> ArrayD<T> {
+    fn backward(&mut self, dout: ArrayD<T>) -> ArrayD<T> {
         self.gradients(dout, true).expect("dx asked for")
     }
 
-    fn backward_params(&mut self, dout: &ArrayD<T>) {
+    fn backward_params(&mut self, dout: ArrayD<T>) {
         self.gradients(dout, false);
     }
 
@@ -433,19 +542,17 @@ impl<T: Float> Layer<T> for Convolution<T> {
         self.threads = threads.max(1);
     }
 
-    fn params(&mut self) -> Vec<Param<'_, T>> {
-        vec![
-            Param {
-                name: "W",
-                value: self.w.view_mut().into_dyn(),
-                grad: self.dw.view_mut().into_dyn(),
-            },
-            Param {
-                name: "b",
-                value: self.b.view_mut().into_dyn(),
-                grad: self.db.view_mut().into_dyn(),
-            },
-        ]
+    fn visit_params<'a>(&'a mut self, f: &mut dyn FnMut(Param<'a, T>)) {
+        f(Param {
+            name: "W",
+            value: self.w.view_mut().into_dyn(),
+            grad: self.dw.view_mut().into_dyn(),
+        });
+        f(Param {
+            name: "b",
+            value: self.b.view_mut().into_dyn(),
+            grad: self.db.view_mut().into_dyn(),
+        });
     }
 }
 
@@ -581,7 +688,7 @@ mod tests {
             );
 
             let dy = Array::from_shape_fn(y.raw_dim(), |_| rng.normal());
-            let dx = conv.backward(&dy);
+            let dx = conv.backward(dy.clone());
             let (edx, edw, edb) =
                 direct_backward(&x, &conv.w, &dy.into_dimensionality().unwrap(), s, p);
             assert!(

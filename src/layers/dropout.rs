@@ -82,7 +82,12 @@ impl<T: Float> Layer<T> for Dropout<T> {
         if !reuse {
             let keep = T::of(1.0 / (1.0 - self.ratio));
             let (ratio, rng) = (self.ratio, &mut self.rng);
-            self.mask = Some(ArrayD::from_shape_simple_fn(x.raw_dim(), || {
+            // drawn in the mask's memory from the last batch when the shape has not changed
+            let mask = match self.mask.take() {
+                Some(m) if m.shape() == x.shape() => m,
+                _ => ArrayD::zeros(x.raw_dim()),
+            };
+            self.mask = Some(mask.mapv_into(|_| {
                 if rng.uniform() < ratio {
                     T::zero()
                 } else {
@@ -103,14 +108,15 @@ impl<T: Float> Layer<T> for Dropout<T> {
         self.hold = hold;
     }
 
-    fn backward(&mut self, dout: &ArrayD<T>) -> ArrayD<T> {
+    fn backward(&mut self, mut dout: ArrayD<T>) -> ArrayD<T> {
         let mask = self
             .mask
             .as_ref()
             .expect("Dropout::backward called without a forward before it");
         assert_eq!(mask.shape(), dout.shape(), "Dropout::backward: dout shape");
-        // dx = dy · m
-        Zip::from(dout).and(mask).map_collect(|&d, &m| d * m)
+        // dx = dy · m, written over dy
+        Zip::from(&mut dout).and(mask).for_each(|d, &m| *d = *d * m);
+        dout
     }
 }
 
@@ -136,7 +142,7 @@ mod tests {
         let x = ArrayD::from_elem(ndarray::IxDyn(&[2, 3]), 5.0);
         assert_eq!(d.predict(x.clone()), x);
         let y = d.forward(x.clone());
-        assert_eq!(d.backward(&x), y);
+        assert_eq!(d.backward(x), y);
     }
 
     #[test]

@@ -6,7 +6,11 @@
 //! predict(x)      y = f(x)            keeps nothing; &self, so threads can share a network
 //! backward(dy)    dx = ∂L/∂x          from dy = ∂L/∂y; fills the parameter gradients
 //! ```
-//! - `dout` is read-only: backward never writes into it (the book's `Relu.backward` does).
+//! - backward takes `dout` by value: the caller gives it up, and the layer may write dx
+//!   into its memory or keep it for its next output (the book's `Relu.backward` writes into
+//!   a dout its caller still holds; here no one else can see it).
+//! - One backward per forward: backward may hand on memory that forward kept (Affine's
+//!   input becomes its dx), so that a steady-state training step allocates nothing.
 //! - Parameter gradients live beside their parameters (`dw` beside `w`) and are
 //!   **overwritten** by each backward, never accumulated.
 //! - backward without a forward before it is a bug and panics saying so.
@@ -121,12 +125,13 @@ pub trait Layer<T: Float>: Send + Sync {
         self.predict(x.into_dense())
     }
 
-    /// Backward pass: ∂L/∂x from `dout` = ∂L/∂y; overwrites the parameter gradients.
-    fn backward(&mut self, dout: &ArrayD<T>) -> ArrayD<T>;
+    /// Backward pass: ∂L/∂x from `dout` = ∂L/∂y; overwrites the parameter gradients. The
+    /// layer may reuse `dout`'s memory.
+    fn backward(&mut self, dout: ArrayD<T>) -> ArrayD<T>;
 
     /// Backward pass for the first layer of a network, whose ∂L/∂x nobody needs: only the
     /// parameter gradients. Layers that can skip the work override it.
-    fn backward_params(&mut self, dout: &ArrayD<T>) {
+    fn backward_params(&mut self, dout: ArrayD<T>) {
         self.backward(dout);
     }
 
@@ -157,8 +162,15 @@ pub trait Layer<T: Float>: Send + Sync {
     /// Restores what [`Layer::rng_state`] gave.
     fn set_rng_state(&mut self, _state: [u64; 4]) {}
 
-    /// The learnable parameters with their gradients, in a fixed order.
+    /// Hands each learnable parameter with its gradient to `f`, in a fixed order. Allocates
+    /// nothing: an optimizer step walks the parameters this way.
+    fn visit_params<'a>(&'a mut self, _f: &mut dyn FnMut(Param<'a, T>)) {}
+
+    /// The learnable parameters with their gradients, in the order of
+    /// [`Layer::visit_params`].
     fn params(&mut self) -> Vec<Param<'_, T>> {
-        Vec::new()
+        let mut params = Vec::new();
+        self.visit_params(&mut |p| params.push(p));
+        params
     }
 }

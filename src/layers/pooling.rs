@@ -25,15 +25,21 @@ pub enum PoolKind {
 /// max:     y = max over the window,   dx[argmax] += dy   (the first maximum on ties)
 /// average: y = Σ window / (PH·PW),    dx[each]   += dy / (PH·PW)
 /// ```
+///
+/// # Memory
+/// The argmax buffer is kept from batch to batch, y is written into the last dout's memory
+/// and dx into the last input's: no allocation in a steady-state training step.
 #[derive(Clone, Debug)]
-pub struct Pooling {
+pub struct Pooling<T: Float = f32> {
     pub kind: PoolKind,
     pub window: Window,
     x_dim: Option<(usize, usize, usize, usize)>, // (N, C, H, W) of the last training input
     argmax: Vec<usize>, // (N·C·OH·OW) flat index into x of each max, the buffer kept
+    x_spare: Option<ArrayD<T>>, // the last input's memory: backward writes dx into it
+    y_spare: Option<ArrayD<T>>, // the last dout's memory: forward writes y into it
 }
 
-impl Pooling {
+impl<T: Float> Pooling<T> {
     /// A `kind` pooling of `ph x pw` windows moved by `stride`, with `pad` rows and columns of
     /// padding.
     #[track_caller]
@@ -57,6 +63,8 @@ impl Pooling {
             },
             x_dim: None,
             argmax: Vec::new(),
+            x_spare: None,
+            y_spare: None,
         }
     }
 
@@ -88,7 +96,7 @@ impl Pooling {
     /// The pooled output; with `argmax`, also the flat index into x of each window's maximum
     /// (max pooling, training).
     #[track_caller]
-    fn pool<T: Float>(&self, x: &ArrayD<T>, argmax: Option<&mut Vec<usize>>) -> Array4<T> {
+    fn pool(&self, x: &ArrayD<T>, argmax: Option<&mut Vec<usize>>, mut y: Vec<T>) -> Array4<T> {
         let x = x
             .view()
             .into_dimensionality::<Ix4>()
@@ -97,7 +105,8 @@ impl Pooling {
         let (n, c, h, w) = x.dim();
         let (oh, ow) = self.window.output(h, w);
         let src = x.as_slice().expect("standard layout");
-        let mut y = Vec::with_capacity(n * c * oh * ow);
+        y.clear();
+        y.reserve(n * c * oh * ow);
         let mut scratch = Vec::new();
         let argmax = match argmax {
             Some(a) => {
@@ -119,7 +128,7 @@ impl Pooling {
     }
 
     /// Any window, padding left out of each (its rows and columns clipped to the image).
-    fn pool_clipped<T: Float>(
+    fn pool_clipped(
         &self,
         src: &[T],
         (h, w): (usize, usize),
@@ -223,7 +232,7 @@ fn max_inside<T: Float>(
     }
 }
 
-impl<T: Float> Layer<T> for Pooling {
+impl<T: Float> Layer<T> for Pooling<T> {
     fn kind(&self) -> &'static str {
         "Pool"
     }
@@ -249,18 +258,23 @@ impl<T: Float> Layer<T> for Pooling {
 
     fn forward(&mut self, x: ArrayD<T>) -> ArrayD<T> {
         let mut argmax = std::mem::take(&mut self.argmax);
-        let y = self.pool(&x, Some(&mut argmax));
+        let y = match self.y_spare.take().map(|y| y.into_raw_vec_and_offset()) {
+            Some((y, Some(0))) => y,
+            _ => Vec::new(),
+        };
+        let y = self.pool(&x, Some(&mut argmax), y);
         self.argmax = argmax;
         let s = x.shape();
         self.x_dim = Some((s[0], s[1], s[2], s[3]));
+        self.x_spare = Some(x);
         y.into_dyn()
     }
 
     fn predict(&self, x: ArrayD<T>) -> ArrayD<T> {
-        self.pool(&x, None).into_dyn()
+        self.pool(&x, None, Vec::new()).into_dyn()
     }
 
-    fn backward(&mut self, dout: &ArrayD<T>) -> ArrayD<T> {
+    fn backward(&mut self, dout: ArrayD<T>) -> ArrayD<T> {
         let x_dim = self
             .x_dim
             .expect("Pooling::backward called without a forward before it");
@@ -275,7 +289,14 @@ impl<T: Float> Layer<T> for Pooling {
             (x_dim.0, x_dim.1, oh, ow),
             "Pooling::backward: dout shape"
         );
-        let mut dx = Array4::<T>::zeros(x_dim);
+        // dx goes into the input's memory, zeroed (the gradients add into it)
+        let mut dx = match self.x_spare.take().map(|x| x.into_dimensionality::<Ix4>()) {
+            Some(Ok(mut x)) if x.dim() == x_dim && x.is_standard_layout() => {
+                x.fill(T::zero());
+                x
+            }
+            _ => Array4::<T>::zeros(x_dim),
+        };
         match self.kind {
             PoolKind::Max => {
                 // each window's gradient goes to its maximum (overlapping windows add up)
@@ -298,6 +319,7 @@ impl<T: Float> Layer<T> for Pooling {
                 }
             }
         }
+        self.y_spare = Some(dout);
         dx.into_dyn()
     }
 }
@@ -329,7 +351,7 @@ mod tests {
         let mut max = Pooling::max(2, 2, 2);
         let y = Layer::<f64>::forward(&mut max, x.clone());
         assert_eq!(y, image(&[&[4., 5.], &[8., 7.]]));
-        let dx = Layer::<f64>::backward(&mut max, &image(&[&[1., 2.], &[3., 4.]]));
+        let dx = Layer::<f64>::backward(&mut max, image(&[&[1., 2.], &[3., 4.]]));
         assert_eq!(dx[[0, 0, 1, 1]], 1.0);
         assert_eq!(dx[[0, 0, 1, 3]], 2.0);
         assert_eq!(dx[[0, 0, 3, 1]], 3.0);
@@ -341,7 +363,7 @@ mod tests {
             Layer::<f64>::forward(&mut avg, x),
             image(&[&[2.5, 1.25], &[2.0, 3.75]])
         );
-        let dx = Layer::<f64>::backward(&mut avg, &image(&[&[4., 8.], &[0., 0.]]));
+        let dx = Layer::<f64>::backward(&mut avg, image(&[&[4., 8.], &[0., 0.]]));
         assert_eq!(
             (dx[[0, 0, 0, 0]], dx[[0, 0, 1, 3]], dx[[0, 0, 4, 4]]),
             (1.0, 2.0, 0.0)
@@ -359,7 +381,7 @@ mod tests {
             let src = x.as_slice().unwrap();
             let mut arg_fast = Vec::new();
             let y_fast = fast
-                .pool(&x, Some(&mut arg_fast))
+                .pool(&x, Some(&mut arg_fast), Vec::new())
                 .into_raw_vec_and_offset()
                 .0;
             let (mut y_gen, mut arg_gen) = (Vec::new(), Vec::new());
@@ -375,7 +397,7 @@ mod tests {
         let x = image(&[&[0., 1., 2., 0.], &[3., 9., 4., 0.], &[0., 5., 6., 7.]]);
         let mut max = Pooling::max(3, 3, 1);
         assert_eq!(Layer::<f64>::forward(&mut max, x), image(&[&[9., 9.]]));
-        let dx = Layer::<f64>::backward(&mut max, &image(&[&[1., 10.]]));
+        let dx = Layer::<f64>::backward(&mut max, image(&[&[1., 10.]]));
         assert_eq!(dx[[0, 0, 1, 1]], 11.0);
         assert_eq!(dx.sum(), 11.0);
     }

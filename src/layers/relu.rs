@@ -60,16 +60,18 @@ impl<T: Float> Layer<T> for Relu {
         x
     }
 
-    fn backward(&mut self, dout: &ArrayD<T>) -> ArrayD<T> {
+    fn backward(&mut self, mut dout: ArrayD<T>) -> ArrayD<T> {
         let mask = self
             .mask
             .as_ref()
             .expect("Relu::backward called without a forward before it");
         assert_eq!(mask.shape(), dout.shape(), "Relu::backward: dout shape");
-        // dx = dy where x > 0; a new array, dout stays as it was
-        Zip::from(dout)
+        // dx = dy where x > 0, written over dy
+        // NOTE: an unconditional write, so that the loop vectorises (a select, not a branch)
+        Zip::from(&mut dout)
             .and(mask)
-            .map_collect(|&d, &pass| if pass { d } else { T::zero() })
+            .for_each(|d, &pass| *d = if pass { *d } else { T::zero() });
+        dout
     }
 }
 
@@ -81,18 +83,13 @@ mod tests {
     use ndarray::{Array, arr2};
 
     #[test]
-    fn forward_and_backward_by_hand_and_dout_untouched() {
+    fn forward_and_backward_by_hand() {
         let mut relu = Relu::new();
         let y = relu.forward(arr2(&[[-1.0, 0.0, 2.0]]).into_dyn());
         assert_eq!(y, arr2(&[[0.0, 0.0, 2.0]]).into_dyn());
         let dout = arr2(&[[5.0, 6.0, 7.0]]).into_dyn();
-        let dx = Layer::<f64>::backward(&mut relu, &dout);
+        let dx = Layer::<f64>::backward(&mut relu, dout);
         assert_eq!(dx, arr2(&[[0.0, 0.0, 7.0]]).into_dyn());
-        assert_eq!(
-            dout,
-            arr2(&[[5.0, 6.0, 7.0]]).into_dyn(),
-            "dout was written into"
-        );
     }
 
     #[test]

@@ -47,7 +47,11 @@ impl<T: Float> Layer<T> for Sigmoid<T> {
 
     fn forward(&mut self, x: ArrayD<T>) -> ArrayD<T> {
         let y = self.predict(x);
-        self.out = Some(y.clone());
+        // y is kept for backward, in the memory of the last one kept
+        match &mut self.out {
+            Some(out) if out.shape() == y.shape() => out.assign(&y),
+            out => *out = Some(y.clone()),
+        }
         y
     }
 
@@ -56,16 +60,17 @@ impl<T: Float> Layer<T> for Sigmoid<T> {
         x
     }
 
-    fn backward(&mut self, dout: &ArrayD<T>) -> ArrayD<T> {
+    fn backward(&mut self, mut dout: ArrayD<T>) -> ArrayD<T> {
         let y = self
             .out
             .as_ref()
             .expect("Sigmoid::backward called without a forward before it");
         assert_eq!(y.shape(), dout.shape(), "Sigmoid::backward: dout shape");
-        // dx = dy · y · (1 - y)
-        Zip::from(dout)
+        // dx = dy · y · (1 - y), written over dy
+        Zip::from(&mut dout)
             .and(y)
-            .map_collect(|&d, &y| d * y * (T::one() - y))
+            .for_each(|d, &y| *d = *d * y * (T::one() - y));
+        dout
     }
 }
 
@@ -92,10 +97,7 @@ mod tests {
         // At x = 0: y = 1/2, dy/dx = 1/4.
         let mut s = Sigmoid::<f64>::new();
         s.forward(arr1(&[0.0]).into_dyn());
-        assert_eq!(
-            s.backward(&arr1(&[2.0]).into_dyn()),
-            arr1(&[0.5]).into_dyn()
-        );
+        assert_eq!(s.backward(arr1(&[2.0]).into_dyn()), arr1(&[0.5]).into_dyn());
     }
 
     #[test]

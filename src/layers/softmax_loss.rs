@@ -42,6 +42,10 @@ impl<T> Targets<'_, T> {
 /// ```
 /// NOTE: no `+1e-7` inside a log (the book's cross_entropy_error adds it): the loss is then
 /// exactly the function whose gradient backward returns, and a numerical gradient agrees.
+///
+/// # Memory
+/// [`SoftmaxWithLoss::forward_owned`] writes ∂L/∂x over the scores it is given and keeps it
+/// for backward, which hands it on; softmax(x) is written into the memory of the last batch's.
 #[derive(Clone, Debug, Default)]
 pub struct SoftmaxWithLoss<T: Float = f32> {
     y: Option<Array2<T>>,  // (N, C) softmax of the scores
@@ -56,8 +60,13 @@ impl<T: Float> SoftmaxWithLoss<T> {
     /// The loss; keeps softmax(x) and ∂L/∂x for `backward`.
     #[track_caller]
     pub fn forward(&mut self, x: &ArrayD<T>, t: Targets<'_, T>) -> T {
-        let x = x
-            .view()
+        self.forward_owned(x.to_owned(), t)
+    }
+
+    /// [`SoftmaxWithLoss::forward`] that takes the scores' memory for ∂L/∂x.
+    #[track_caller]
+    pub fn forward_owned(&mut self, x: ArrayD<T>, t: Targets<'_, T>) -> T {
+        let mut x = x
             .into_dimensionality::<Ix2>()
             .expect("SoftmaxWithLoss: scores must be (N, C)");
         let (n, c) = x.dim();
@@ -71,17 +80,14 @@ impl<T: Float> SoftmaxWithLoss<T> {
             assert_eq!(t.dim(), (n, c), "SoftmaxWithLoss: targets shape");
         }
         let inv_n = T::one() / T::of(n as f64);
-        let mut y = Array2::zeros((n, c));
-        let mut dx = Array2::zeros((n, c));
+        let mut y = match self.y.take() {
+            Some(y) if y.dim() == (n, c) => y,
+            _ => Array2::zeros((n, c)),
+        };
         let mut total = T::zero();
-        for (i, ((xr, mut yr), mut dr)) in x
-            .rows()
-            .into_iter()
-            .zip(y.rows_mut())
-            .zip(dx.rows_mut())
-            .enumerate()
-        {
-            let lse = softmax_row(&xr, &mut yr);
+        for (i, (mut xr, mut yr)) in x.rows_mut().into_iter().zip(y.rows_mut()).enumerate() {
+            let lse = softmax_row(&xr.view(), &mut yr);
+            // the loss from the scores, then ∂L/∂x over them
             match &t {
                 Targets::Labels(labels) => {
                     let k = labels[i];
@@ -90,32 +96,38 @@ impl<T: Float> SoftmaxWithLoss<T> {
                         "SoftmaxWithLoss: label {k} at {i} is not below {c} classes"
                     );
                     total = total + (lse - xr[k]);
-                    dr.assign(&yr);
-                    dr[k] = dr[k] - T::one();
+                    xr.assign(&yr);
+                    xr[k] = xr[k] - T::one();
                 }
                 Targets::OneHot(t) => {
                     let tr = t.row(i);
                     let mass: T = tr.sum();
                     for j in 0..c {
                         total = total + tr[j] * (lse - xr[j]);
-                        dr[j] = yr[j] * mass - tr[j];
+                    }
+                    for j in 0..c {
+                        xr[j] = yr[j] * mass - tr[j];
                     }
                 }
             }
+            xr.mapv_inplace(|v| v * inv_n);
         }
-        dx.mapv_inplace(|v| v * inv_n);
         self.y = Some(y);
-        self.dx = Some(dx);
+        self.dx = Some(x);
         total * inv_n
     }
 
-    /// ∂(dout · L)/∂x, shape (N, C).
-    pub fn backward(&self, dout: T) -> ArrayD<T> {
-        let dx = self
+    /// ∂(dout · L)/∂x, shape (N, C). One backward per forward: the gradient's memory is
+    /// handed on.
+    pub fn backward(&mut self, dout: T) -> ArrayD<T> {
+        let mut dx = self
             .dx
-            .as_ref()
+            .take()
             .expect("SoftmaxWithLoss::backward called without a forward before it");
-        (dx * dout).into_dyn()
+        if dout != T::one() {
+            dx.mapv_inplace(|v| v * dout);
+        }
+        dx.into_dyn()
     }
 
     /// softmax(x) from the last forward.

@@ -37,7 +37,11 @@ impl<T: Float> Layer<T> for Tanh<T> {
 
     fn forward(&mut self, x: ArrayD<T>) -> ArrayD<T> {
         let y = self.predict(x);
-        self.out = Some(y.clone());
+        // y is kept for backward, in the memory of the last one kept
+        match &mut self.out {
+            Some(out) if out.shape() == y.shape() => out.assign(&y),
+            out => *out = Some(y.clone()),
+        }
         y
     }
 
@@ -46,16 +50,17 @@ impl<T: Float> Layer<T> for Tanh<T> {
         x
     }
 
-    fn backward(&mut self, dout: &ArrayD<T>) -> ArrayD<T> {
+    fn backward(&mut self, mut dout: ArrayD<T>) -> ArrayD<T> {
         let y = self
             .out
             .as_ref()
             .expect("Tanh::backward called without a forward before it");
         assert_eq!(y.shape(), dout.shape(), "Tanh::backward: dout shape");
-        // dx = dy · (1 - y²)
-        Zip::from(dout)
+        // dx = dy · (1 - y²), written over dy
+        Zip::from(&mut dout)
             .and(y)
-            .map_collect(|&d, &y| d * (T::one() - y * y))
+            .for_each(|d, &y| *d = *d * (T::one() - y * y));
+        dout
     }
 }
 
@@ -72,7 +77,7 @@ mod tests {
         let mut t = Tanh::<f64>::new();
         let y = t.forward(arr1(&[0.0, 2f64.ln()]).into_dyn());
         assert!((y[0] - 0.0).abs() < 1e-15 && (y[1] - 0.6).abs() < 1e-15);
-        let dx = t.backward(&arr1(&[1.0, 1.0]).into_dyn());
+        let dx = t.backward(arr1(&[1.0, 1.0]).into_dyn());
         assert!((dx[0] - 1.0).abs() < 1e-15 && (dx[1] - 0.64).abs() < 1e-15);
     }
 

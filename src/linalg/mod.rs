@@ -10,7 +10,7 @@
 //!
 //! Dense operands go to [`gemm_serial`] (packed and blocked, an AVX2/FMA kernel picked at run
 //! time). A left operand that is mostly zeros, as MNIST images
-//! are (about 80% background pixels), is indexed once ([`Lhs::new`] lists its non-zero
+//! are (about 80% background pixels), is indexed once ([`SparseRows::index`] lists its non-zero
 //! entries row by row) and both of its products then skip the zeros ([`sparse`]): a fifth of
 //! the arithmetic on MNIST.
 
@@ -19,7 +19,7 @@ pub mod sparse;
 
 pub use packed::gemm_serial;
 
-use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis};
+use ndarray::{ArrayView2, ArrayViewMut2, Axis};
 
 use crate::Float;
 use crate::parallel;
@@ -32,26 +32,14 @@ use sparse::SparseRows;
 pub const SPARSE_ZERO_FRACTION: f64 = 0.6;
 
 /// The left operand of a product, `A: (M, K)`: dense, or by its non-zero entries when it is
-/// mostly zeros.
-#[derive(Clone, Debug)]
-pub enum Lhs<T: Float> {
-    Dense(Array2<T>),
-    Sparse(SparseRows<T>),
+/// mostly zeros ([`SparseRows::index`], at least [`SPARSE_ZERO_FRACTION`] zeros).
+#[derive(Clone, Copy, Debug)]
+pub enum Lhs<'a, T: Float> {
+    Dense(ArrayView2<'a, T>),
+    Sparse(&'a SparseRows<T>),
 }
 
-impl<T: Float> Lhs<T> {
-    /// Wraps `a`, indexing its non-zero entries (and dropping the dense copy) when at least
-    /// [`SPARSE_ZERO_FRACTION`] of them are zero.
-    pub fn new(a: Array2<T>) -> Self {
-        match a
-            .as_slice()
-            .and_then(|s| SparseRows::index(s, a.ncols(), SPARSE_ZERO_FRACTION))
-        {
-            Some(nz) => Lhs::Sparse(nz),
-            None => Lhs::Dense(a),
-        }
-    }
-
+impl<T: Float> Lhs<'_, T> {
     /// True when the products skip zeros.
     pub fn is_sparse(&self) -> bool {
         matches!(self, Lhs::Sparse(_))
@@ -77,7 +65,7 @@ impl<T: Float> Lhs<T> {
             c.dim()
         );
         match self {
-            Lhs::Dense(a) => gemm(&a.view(), b, T::one(), c, threads),
+            Lhs::Dense(a) => gemm(a, b, T::one(), c, threads),
             Lhs::Sparse(a) => {
                 let b = b.as_standard_layout();
                 let c = c.as_slice_mut().expect("C is created contiguous");
@@ -198,6 +186,19 @@ mod tests {
         })
     }
 
+    /// The non-zero index of `a` when it is mostly zeros.
+    fn index(a: &Array2<f64>) -> Option<SparseRows<f64>> {
+        SparseRows::index(a.as_slice().unwrap(), a.ncols(), SPARSE_ZERO_FRACTION)
+    }
+
+    /// `a` as a left operand: by its index when it has one.
+    fn lhs<'a>(a: &'a Array2<f64>, nz: &'a Option<SparseRows<f64>>) -> Lhs<'a, f64> {
+        match nz {
+            Some(nz) => Lhs::Sparse(nz),
+            None => Lhs::Dense(a.view()),
+        }
+    }
+
     #[test]
     fn all_three_products_match_the_triple_loop_dense_and_sparse() {
         let mut rng = Rng::new(5);
@@ -207,13 +208,16 @@ mod tests {
             let c0 = random(7, 5, 0.0, &mut rng);
             let expected = naive(&a, &b) + &c0;
 
-            let lhs = Lhs::new(a.clone());
+            let nz = index(&a);
+            let lhs = lhs(&a, &nz);
             assert_eq!(lhs.is_sparse(), zero_fraction > SPARSE_ZERO_FRACTION);
             let mut c = c0.clone();
             lhs.matmul_acc(&b.view(), &mut c.view_mut(), 1);
             assert!((&c - &expected).iter().all(|d| d.abs() < 1e-12));
 
-            let at = Lhs::new(a.t().as_standard_layout().into_owned());
+            let a_t = a.t().as_standard_layout().into_owned();
+            let nz_t = index(&a_t);
+            let at = super::tests::lhs(&a_t, &nz_t);
             let mut c = c0.clone();
             at.matmul_tn_acc(&b.view(), &mut c.view_mut(), 1);
             assert!((&c - &expected).iter().all(|d| d.abs() < 1e-12));
@@ -292,7 +296,8 @@ mod tests {
             let mut a = random(6, 19, 0.85, &mut rng);
             a.row_mut(2).fill(0.0);
             let b = random(19, n, 0.0, &mut rng);
-            let lhs = Lhs::new(a.clone());
+            let nz = index(&a);
+            let lhs = lhs(&a, &nz);
             assert!(lhs.is_sparse());
             let mut c = Array2::zeros((6, n));
             lhs.matmul_acc(&b.view(), &mut c.view_mut(), 1);

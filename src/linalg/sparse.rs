@@ -28,31 +28,42 @@ impl<T: Float> SparseRows<T> {
     /// The non-zero entries of row-major `a` with `k` columns, or None when less than
     /// `zero_fraction` of its entries are zero (the dense product is then faster).
     pub fn index(a: &[T], k: usize, zero_fraction: f64) -> Option<Self> {
+        let mut nz = SparseRows::new(k.min(u32::MAX as usize));
+        nz.index_into(a, k, zero_fraction).then_some(nz)
+    }
+
+    /// [`SparseRows::index`] into this matrix's storage (reused: no allocation once it has
+    /// held as many rows and entries). False, and the matrix unspecified, when `a` has too few
+    /// zeros.
+    pub fn index_into(&mut self, a: &[T], k: usize, zero_fraction: f64) -> bool {
         if k == 0 || !a.len().is_multiple_of(k) || k > u32::MAX as usize {
-            return None;
+            return false;
         }
         let nnz = count_nonzero(a);
         if ((a.len() - nnz) as f64) < zero_fraction * a.len() as f64 {
-            return None;
+            return false;
         }
-        let mut col = vec![0u32; nnz + SLACK];
-        let mut val = vec![T::zero(); nnz + SLACK];
-        let mut row_start = Vec::with_capacity(a.len() / k + 1);
+        self.ncols = k;
+        // NOTE: room for every entry at once, so that a batch with more non-zeros than the
+        // last never reallocates
+        self.col.clear();
+        self.val.clear();
+        self.row_start.clear();
+        self.col.reserve(a.len() + SLACK);
+        self.val.reserve(a.len() + SLACK);
+        self.row_start.reserve(a.len() / k + 1);
+        self.col.resize(nnz + SLACK, 0);
+        self.val.resize(nnz + SLACK, T::zero());
         let mut n = 0;
         for row in a.chunks_exact(k) {
-            row_start.push(n);
-            n = compress(row, &mut col, &mut val, n);
+            self.row_start.push(n);
+            n = compress(row, &mut self.col, &mut self.val, n);
         }
-        row_start.push(n);
+        self.row_start.push(n);
         debug_assert_eq!(n, nnz);
-        col.truncate(nnz);
-        val.truncate(nnz);
-        Some(SparseRows {
-            ncols: k,
-            row_start,
-            col,
-            val,
-        })
+        self.col.truncate(nnz);
+        self.val.truncate(nnz);
+        true
     }
 
     /// An empty matrix of `ncols` columns and no rows, to be filled with [`SparseRows::push`]
@@ -151,31 +162,45 @@ impl<T: Float> SparseRows<T> {
     /// The index of Aᵀ (K, M), by counting sort on the column: within each of its rows the
     /// entries stay in increasing order.
     pub fn transpose(&self) -> SparseRows<T> {
-        let mut row_start = vec![0usize; self.ncols + 1];
+        let mut t = SparseRows::new(self.nrows());
+        self.transpose_into(&mut t);
+        t
+    }
+
+    /// [`SparseRows::transpose`] into `t`'s storage (reused: no allocation once it has held
+    /// as many entries).
+    pub fn transpose_into(&self, t: &mut SparseRows<T>) {
+        t.ncols = self.nrows();
+        // count each column's entries, then row_start[c] = where row c of Aᵀ starts
+        t.row_start.clear();
+        t.row_start.resize(self.ncols + 1, 0);
         for &c in &self.col {
-            row_start[c as usize + 1] += 1;
+            t.row_start[c as usize + 1] += 1;
         }
         for k in 0..self.ncols {
-            row_start[k + 1] += row_start[k];
+            t.row_start[k + 1] += t.row_start[k];
         }
-        let mut next = row_start[..self.ncols].to_vec();
-        let mut col = vec![0u32; self.nnz()];
-        let mut val = vec![T::zero(); self.nnz()];
+        // NOTE: room for a full matrix, so that a batch with more non-zeros than the last
+        // never reallocates
+        let dense = self.nrows() * self.ncols;
+        t.col.clear();
+        t.val.clear();
+        t.col.reserve(dense);
+        t.val.reserve(dense);
+        t.col.resize(self.nnz(), 0);
+        t.val.resize(self.nnz(), T::zero());
+        // row_start[c] serves as row c's cursor: afterwards it points at row c + 1's start
         for i in 0..self.nrows() {
             let (cols, vals) = self.row(i);
             for (&c, &v) in cols.iter().zip(vals) {
-                let p = &mut next[c as usize];
-                col[*p] = i as u32;
-                val[*p] = v;
+                let p = &mut t.row_start[c as usize];
+                t.col[*p] = i as u32;
+                t.val[*p] = v;
                 *p += 1;
             }
         }
-        SparseRows {
-            ncols: self.nrows(),
-            row_start,
-            col,
-            val,
-        }
+        t.row_start.copy_within(0..self.ncols, 1);
+        t.row_start[0] = 0;
     }
 
     /// C (M, N) += A · B (K, N); row-major slices.

@@ -51,19 +51,20 @@ impl<T: Float> Optimizer<T> for AdaGrad<T> {
         "adagrad"
     }
 
-    fn step(&mut self, params: Vec<(String, Param<'_, T>)>) {
-        let (lr, eps) = (T::of(self.config.lr), T::of(self.config.eps));
-        for (name, mut p) in params {
-            let h = self.h.get(&name, p.grad.shape());
-            Zip::from(&mut p.value)
-                .and(h)
-                .and(&p.grad)
-                .for_each(|w, h, &g| {
-                    *h = *h + g * g; // squared-gradient sum
-                    *w = *w - lr * g / (h.sqrt() + eps);
-                });
-        }
+    fn begin_step(&mut self) {
         self.steps += 1;
+    }
+
+    fn update(&mut self, name: &str, mut p: Param<'_, T>) {
+        let (lr, eps) = (T::of(self.config.lr), T::of(self.config.eps));
+        let h = self.h.get(name, p.grad.shape());
+        Zip::from(&mut p.value)
+            .and(h)
+            .and(&p.grad)
+            .for_each(|w, h, &g| {
+                *h = *h + g * g; // squared-gradient sum
+                *w = *w - lr * g / (h.sqrt() + eps);
+            });
     }
 
     fn learning_rate(&self) -> f64 {

@@ -59,27 +59,28 @@ impl<T: Float> Optimizer<T> for Adam<T> {
         "adam"
     }
 
-    fn step(&mut self, params: Vec<(String, Param<'_, T>)>) {
+    fn begin_step(&mut self) {
         self.steps += 1;
+    }
+
+    fn update(&mut self, name: &str, mut p: Param<'_, T>) {
         let c = &self.config;
         let t = self.steps as i32;
         let (b1, b2, eps) = (T::of(c.beta1), T::of(c.beta2), T::of(c.eps));
         // bias corrections of the two moments, folded into the step size and the denominator
         let step_size = T::of(c.lr / (1.0 - c.beta1.powi(t)));
         let sqrt_bc2 = T::of((1.0 - c.beta2.powi(t)).sqrt());
-        for (name, mut p) in params {
-            let m = self.m.get(&name, p.grad.shape());
-            let v = self.v.get(&name, p.grad.shape());
-            Zip::from(&mut p.value)
-                .and(m)
-                .and(v)
-                .and(&p.grad)
-                .for_each(|w, m, v, &g| {
-                    *m = b1 * *m + (T::one() - b1) * g; // first moment
-                    *v = b2 * *v + (T::one() - b2) * g * g; // second moment
-                    *w = *w - step_size * *m / (v.sqrt() / sqrt_bc2 + eps);
-                });
-        }
+        let m = self.m.get(name, p.grad.shape());
+        let v = self.v.get(name, p.grad.shape());
+        Zip::from(&mut p.value)
+            .and(m)
+            .and(v)
+            .and(&p.grad)
+            .for_each(|w, m, v, &g| {
+                *m = b1 * *m + (T::one() - b1) * g; // first moment
+                *v = b2 * *v + (T::one() - b2) * g * g; // second moment
+                *w = *w - step_size * *m / (v.sqrt() / sqrt_bc2 + eps);
+            });
     }
 
     fn learning_rate(&self) -> f64 {

@@ -49,12 +49,14 @@ impl<T: Float> Optimizer<T> for AdamW<T> {
         "adamw"
     }
 
-    fn step(&mut self, mut params: Vec<(String, Param<'_, T>)>) {
+    fn begin_step(&mut self) {
+        self.adam.begin_step();
+    }
+
+    fn update(&mut self, name: &str, mut p: Param<'_, T>) {
         let shrink = T::of(1.0 - self.adam.config.lr * self.weight_decay);
-        for (_, p) in &mut params {
-            p.value.mapv_inplace(|w| w * shrink); // decoupled weight decay
-        }
-        self.adam.step(params);
+        p.value.mapv_inplace(|w| w * shrink); // decoupled weight decay
+        self.adam.update(name, p);
     }
 
     fn learning_rate(&self) -> f64 {

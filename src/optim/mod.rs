@@ -34,8 +34,21 @@ pub trait Optimizer<T: Float> {
     /// The name users type (`"adam"`).
     fn name(&self) -> &'static str;
 
+    /// Starts an update step: counts it (Adam's bias corrections depend on the count).
+    fn begin_step(&mut self) {}
+
+    /// Updates one parameter, by its name in the network (`"W1"`), from its gradient. A
+    /// step is [`Optimizer::begin_step`], then this for every parameter in the network's
+    /// fixed order ([`crate::Network::update`]); it allocates nothing after the first step.
+    fn update(&mut self, name: &str, p: Param<'_, T>);
+
     /// One update step over all parameters, given in the network's fixed order with their names.
-    fn step(&mut self, params: Vec<(String, Param<'_, T>)>);
+    fn step(&mut self, params: Vec<(String, Param<'_, T>)>) {
+        self.begin_step();
+        for (name, p) in params {
+            self.update(&name, p);
+        }
+    }
 
     /// The current learning rate.
     fn learning_rate(&self) -> f64;
@@ -67,10 +80,11 @@ pub struct Slots<T> {
 impl<T: Float> Slots<T> {
     /// The buffer of parameter `name`, created as zeros of `shape` when missing.
     pub fn get(&mut self, name: &str, shape: &[usize]) -> &mut ArrayD<T> {
-        let slot = self
-            .by_param
-            .entry(name.to_string())
-            .or_insert_with(|| ArrayD::zeros(shape));
+        // NOTE: looked up by &str first: the name is copied only when the slot is created
+        if !self.by_param.contains_key(name) {
+            self.by_param.insert(name.to_string(), ArrayD::zeros(shape));
+        }
+        let slot = self.by_param.get_mut(name).expect("inserted above");
         assert_eq!(
             slot.shape(),
             shape,

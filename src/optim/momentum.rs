@@ -53,19 +53,20 @@ impl<T: Float> Optimizer<T> for Momentum<T> {
         "momentum"
     }
 
-    fn step(&mut self, params: Vec<(String, Param<'_, T>)>) {
-        let (lr, mu) = (T::of(self.config.lr), T::of(self.config.momentum));
-        for (name, mut p) in params {
-            let v = self.velocity.get(&name, p.grad.shape());
-            Zip::from(&mut p.value)
-                .and(v)
-                .and(&p.grad)
-                .for_each(|w, v, &g| {
-                    *v = mu * *v + g; // velocity
-                    *w = *w - lr * *v;
-                });
-        }
+    fn begin_step(&mut self) {
         self.steps += 1;
+    }
+
+    fn update(&mut self, name: &str, mut p: Param<'_, T>) {
+        let (lr, mu) = (T::of(self.config.lr), T::of(self.config.momentum));
+        let v = self.velocity.get(name, p.grad.shape());
+        Zip::from(&mut p.value)
+            .and(v)
+            .and(&p.grad)
+            .for_each(|w, v, &g| {
+                *v = mu * *v + g; // velocity
+                *w = *w - lr * *v;
+            });
     }
 
     fn learning_rate(&self) -> f64 {

@@ -54,20 +54,21 @@ impl<T: Float> Optimizer<T> for Nesterov<T> {
         "nesterov"
     }
 
-    fn step(&mut self, params: Vec<(String, Param<'_, T>)>) {
-        let (lr, mu) = (T::of(self.config.lr), T::of(self.config.momentum));
-        for (name, mut p) in params {
-            let v = self.velocity.get(&name, p.grad.shape());
-            Zip::from(&mut p.value)
-                .and(v)
-                .and(&p.grad)
-                .for_each(|w, v, &g| {
-                    *v = mu * *v - lr * g; // velocity
-                    *w = *w + mu * mu * *v; // look ahead along the velocity
-                    *w = *w - (T::one() + mu) * lr * g;
-                });
-        }
+    fn begin_step(&mut self) {
         self.steps += 1;
+    }
+
+    fn update(&mut self, name: &str, mut p: Param<'_, T>) {
+        let (lr, mu) = (T::of(self.config.lr), T::of(self.config.momentum));
+        let v = self.velocity.get(name, p.grad.shape());
+        Zip::from(&mut p.value)
+            .and(v)
+            .and(&p.grad)
+            .for_each(|w, v, &g| {
+                *v = mu * *v - lr * g; // velocity
+                *w = *w + mu * mu * *v; // look ahead along the velocity
+                *w = *w - (T::one() + mu) * lr * g;
+            });
     }
 
     fn learning_rate(&self) -> f64 {

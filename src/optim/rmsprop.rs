@@ -54,20 +54,21 @@ impl<T: Float> Optimizer<T> for RmsProp<T> {
         "rmsprop"
     }
 
-    fn step(&mut self, params: Vec<(String, Param<'_, T>)>) {
+    fn begin_step(&mut self) {
+        self.steps += 1;
+    }
+
+    fn update(&mut self, name: &str, mut p: Param<'_, T>) {
         let c = &self.config;
         let (lr, rho, eps) = (T::of(c.lr), T::of(c.decay), T::of(c.eps));
-        for (name, mut p) in params {
-            let h = self.h.get(&name, p.grad.shape());
-            Zip::from(&mut p.value)
-                .and(h)
-                .and(&p.grad)
-                .for_each(|w, h, &g| {
-                    *h = rho * *h + (T::one() - rho) * g * g; // running mean of g²
-                    *w = *w - lr * g / (h.sqrt() + eps);
-                });
-        }
-        self.steps += 1;
+        let h = self.h.get(name, p.grad.shape());
+        Zip::from(&mut p.value)
+            .and(h)
+            .and(&p.grad)
+            .for_each(|w, h, &g| {
+                *h = rho * *h + (T::one() - rho) * g * g; // running mean of g²
+                *w = *w - lr * g / (h.sqrt() + eps);
+            });
     }
 
     fn learning_rate(&self) -> f64 {

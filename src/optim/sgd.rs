@@ -25,14 +25,12 @@ impl<T: Float> Optimizer<T> for Sgd {
         "sgd"
     }
 
-    fn step(&mut self, params: Vec<(String, Param<'_, T>)>) {
+    fn update(&mut self, _name: &str, mut p: Param<'_, T>) {
         let lr = T::of(self.lr);
-        for (_, mut p) in params {
-            // W ← W - lr · dW
-            Zip::from(&mut p.value)
-                .and(&p.grad)
-                .for_each(|w, &g| *w = *w - lr * g);
-        }
+        // W ← W - lr · dW
+        Zip::from(&mut p.value)
+            .and(&p.grad)
+            .for_each(|w, &g| *w = *w - lr * g);
     }
 
     fn learning_rate(&self) -> f64 {
