@@ -290,6 +290,16 @@ impl<T: Float> Network<T> {
         lines.join("\n")
     }
 
+    /// Whether the first layer skips the zeros of an input given as non-zero entries
+    /// ([`Input::Sparse`]): an affine layer on flat samples. Others take images dense.
+    pub fn takes_sparse_input(&self) -> bool {
+        self.input_shape.is_none()
+            && self
+                .layers
+                .first()
+                .is_some_and(|l| l.layer.kind() == "Affine")
+    }
+
     /// The shape of one sample, if set ([`Network::set_input_shape`]).
     pub fn input_shape(&self) -> Option<&[usize]> {
         self.input_shape.as_deref()

@@ -104,6 +104,33 @@ fn the_thread_count_changes_no_bit() {
 }
 
 #[test]
+fn batches_built_ahead_on_a_second_thread_change_no_bit() {
+    // With more than one thread, a two-layer network's next batch is assembled (with its
+    // transposed index) while the current one trains, across the epochs' reshuffles too.
+    let data = Mnist {
+        train: common::mnist().train.slice(0..1000),
+        ..slice()
+    };
+    for sampling in [Sampling::Shuffle, Sampling::Random] {
+        let weights = |threads| {
+            let cfg = TrainConfig {
+                length: Length::Iterations(25), // 10 batches an epoch: two reshuffles
+                sampling,
+                threads,
+                ..TrainConfig::default()
+            };
+            let mut t = train(&cfg, &data, |_| {}).unwrap();
+            t.network
+                .params()
+                .into_iter()
+                .map(|(_, p)| p.value.iter().map(|v| v.to_bits()).collect::<Vec<u32>>())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(weights(1), weights(2), "{sampling:?}");
+    }
+}
+
+#[test]
 fn a_diverging_run_stops_with_an_error() {
     let data = slice();
     let cfg = TrainConfig {

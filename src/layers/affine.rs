@@ -141,9 +141,16 @@ impl<T: Float> Affine<T> {
         );
         match (&self.x, &self.nz) {
             (_, Some(nz)) if self.sparse => {
-                nz.transpose_into(&mut self.nz_t);
+                // xᵀ's index: the one the batch came with, else built here
+                let xt = match nz.transposed() {
+                    Some(xt) => xt,
+                    None => {
+                        nz.transpose_into(&mut self.nz_t);
+                        &self.nz_t
+                    }
+                };
                 self.dw.fill(T::zero());
-                Lhs::Sparse(&self.nz_t).matmul_acc(dy, &mut self.dw.view_mut(), 1);
+                Lhs::Sparse(xt).matmul_acc(dy, &mut self.dw.view_mut(), 1);
             }
             (Some(x), _) => gemm(&x.t(), dy, T::zero(), &mut self.dw.view_mut(), self.threads),
             _ => unreachable!("kept() checked"),

@@ -19,6 +19,8 @@ pub struct SparseRows<T> {
     row_start: Vec<usize>, // (M + 1): row i is entries row_start[i]..row_start[i + 1]
     col: Vec<u32>,         // (nnz) column of each entry, increasing within a row
     val: Vec<T>,           // (nnz) value of each entry
+    /// Aᵀ's index, when it was built beforehand ([`SparseRows::with_transpose`]).
+    transposed: Option<Box<SparseRows<T>>>,
 }
 
 /// Slack past the last entry: the vector compaction stores 8 lanes at a time.
@@ -44,6 +46,7 @@ impl<T: Float> SparseRows<T> {
             return false;
         }
         self.ncols = k;
+        self.transposed = None;
         // NOTE: room for every entry at once, so that a batch with more non-zeros than the
         // last never reallocates
         self.col.clear();
@@ -85,6 +88,7 @@ impl<T: Float> SparseRows<T> {
             row_start,
             col: Vec::with_capacity(nnz),
             val: Vec::with_capacity(nnz),
+            transposed: None,
         }
     }
 
@@ -106,6 +110,27 @@ impl<T: Float> SparseRows<T> {
             row_start,
             col,
             val,
+            transposed: None,
+        }
+    }
+
+    /// [`SparseRows::from_parts`] for parts made correct by construction (a data set's
+    /// batches): checked in debug builds only.
+    pub(crate) fn from_parts_trusted(
+        ncols: usize,
+        row_start: Vec<usize>,
+        col: Vec<u32>,
+        val: Vec<T>,
+    ) -> Self {
+        if cfg!(debug_assertions) {
+            return Self::from_parts(ncols, row_start, col, val);
+        }
+        SparseRows {
+            ncols,
+            row_start,
+            col,
+            val,
+            transposed: None,
         }
     }
 
@@ -167,10 +192,23 @@ impl<T: Float> SparseRows<T> {
         t
     }
 
+    /// This matrix carrying the index of its transpose, built now: a batch assembled ahead
+    /// on another thread comes with it, and the product Aᵀ·B then does not wait for it.
+    pub fn with_transpose(mut self) -> Self {
+        self.transposed = Some(Box::new(self.transpose()));
+        self
+    }
+
+    /// The index of Aᵀ if it came with the matrix ([`SparseRows::with_transpose`]).
+    pub fn transposed(&self) -> Option<&SparseRows<T>> {
+        self.transposed.as_deref()
+    }
+
     /// [`SparseRows::transpose`] into `t`'s storage (reused: no allocation once it has held
     /// as many entries).
     pub fn transpose_into(&self, t: &mut SparseRows<T>) {
         t.ncols = self.nrows();
+        t.transposed = None;
         // count each column's entries, then row_start[c] = where row c of Aᵀ starts
         t.row_start.clear();
         t.row_start.resize(self.ncols + 1, 0);
