@@ -182,23 +182,36 @@ fn max_2x2<T: Float>(
     y: &mut Vec<T>,
     argmax: &mut Vec<usize>,
 ) {
+    let planes = src.len() / (h * w);
+    let start = y.len();
+    y.resize(start + planes * oh * ow, T::zero());
+    argmax.resize(start + planes * oh * ow, 0);
+    let mut out = y[start..].iter_mut().zip(&mut argmax[start..]);
     for (plane, img) in src.chunks_exact(h * w).enumerate() {
         for oy in 0..oh {
             let top = 2 * oy * w;
             let (r0, r1) = (&img[top..top + 2 * ow], &img[top + w..top + w + 2 * ow]);
-            for (ox, (a, b)) in r0.chunks_exact(2).zip(r1.chunks_exact(2)).enumerate() {
+            let base = plane * h * w + top;
+            for (ox, ((a, b), (y, arg))) in r0
+                .chunks_exact(2)
+                .zip(r1.chunks_exact(2))
+                .zip(&mut out)
+                .enumerate()
+            {
+                // NOTE: selects, not branches: on real activations the winner is a coin toss,
+                // and mispredicted branches made this the slowest loop of a SimpleConvNet step
                 let (mut best, mut at) = (a[0], 0);
-                if a[1] > best {
-                    (best, at) = (a[1], 1);
-                }
-                if b[0] > best {
-                    (best, at) = (b[0], w);
-                }
-                if b[1] > best {
-                    (best, at) = (b[1], w + 1);
-                }
-                y.push(best);
-                argmax.push(plane * h * w + top + 2 * ox + at);
+                let take = a[1] > best;
+                (best, at) = (if take { a[1] } else { best }, if take { 1 } else { at });
+                let take = b[0] > best;
+                (best, at) = (if take { b[0] } else { best }, if take { w } else { at });
+                let take = b[1] > best;
+                (best, at) = (
+                    if take { b[1] } else { best },
+                    if take { w + 1 } else { at },
+                );
+                *y = best;
+                *arg = base + 2 * ox + at;
             }
         }
     }
