@@ -91,16 +91,21 @@ fn the_thread_count_changes_no_bit() {
             threads,
             ..TrainConfig::default()
         };
-        let mut t = train(&cfg, &data, |_| {}).unwrap();
-        t.network
-            .params()
-            .into_iter()
-            .map(|(_, p)| p.value.iter().map(|v| v.to_bits()).collect::<Vec<u32>>())
-            .collect::<Vec<_>>()
+        weight_bits(&cfg, &data)
     };
     let one = weights(1);
     assert_eq!(one, weights(2));
     assert_eq!(one, weights(3));
+}
+
+/// Every weight's bits after training `cfg` on `data`, parameter by parameter.
+fn weight_bits(cfg: &TrainConfig, data: &Mnist) -> Vec<Vec<u32>> {
+    let mut t = train(cfg, data, |_| {}).unwrap();
+    t.network
+        .params()
+        .into_iter()
+        .map(|(_, p)| p.value.iter().map(|v| v.to_bits()).collect())
+        .collect()
 }
 
 #[test]
@@ -119,12 +124,7 @@ fn batches_built_ahead_on_a_second_thread_change_no_bit() {
                 threads,
                 ..TrainConfig::default()
             };
-            let mut t = train(&cfg, &data, |_| {}).unwrap();
-            t.network
-                .params()
-                .into_iter()
-                .map(|(_, p)| p.value.iter().map(|v| v.to_bits()).collect::<Vec<u32>>())
-                .collect::<Vec<_>>()
+            weight_bits(&cfg, &data)
         };
         assert_eq!(weights(1), weights(2), "{sampling:?}");
     }
