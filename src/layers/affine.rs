@@ -149,8 +149,12 @@ impl<T: Float> Affine<T> {
                         &self.nz_t
                     }
                 };
-                self.dw.fill(T::zero());
-                Lhs::Sparse(xt).matmul_acc(dy, &mut self.dw.view_mut(), 1);
+                // written, not added to: no zeroing pass over dW first
+                let dy = dy.as_standard_layout();
+                xt.matmul(
+                    dy.as_slice().expect("standard layout"),
+                    self.dw.as_slice_mut().expect("dW is standard layout"),
+                );
             }
             (Some(x), _) => gemm(&x.t(), dy, T::zero(), &mut self.dw.view_mut(), self.threads),
             _ => unreachable!("kept() checked"),

@@ -305,6 +305,14 @@ mod tests {
                 (&c - &naive(&a, &b)).iter().all(|d| d.abs() < 1e-12),
                 "A·B, n = {n}"
             );
+            // written, not added to: whatever C held (NaN here) is gone, empty rows included
+            let mut c = Array2::from_elem((6, n), f64::NAN);
+            let nz = nz.as_ref().unwrap();
+            nz.matmul(b.as_slice().unwrap(), c.as_slice_mut().unwrap());
+            assert!(
+                (&c - &naive(&a, &b)).iter().all(|d| d.abs() < 1e-12),
+                "A·B written, n = {n}"
+            );
 
             let b = random(6, n, 0.0, &mut rng);
             let mut c = Array2::zeros((19, n));

@@ -244,10 +244,22 @@ impl<T: Float> SparseRows<T> {
     /// C (M, N) += A · B (K, N); row-major slices.
     #[track_caller]
     pub fn matmul_acc(&self, b: &[T], c: &mut [T]) {
+        self.product::<true>(b, c)
+    }
+
+    /// C (M, N) = A · B (K, N); row-major slices. C is only written (no zeroing pass first).
+    #[track_caller]
+    pub fn matmul(&self, b: &[T], c: &mut [T]) {
+        self.product::<false>(b, c)
+    }
+
+    /// C = A·B, plus C's old values when ACC.
+    #[track_caller]
+    fn product<const ACC: bool>(&self, b: &[T], c: &mut [T]) {
         let n = b.len() / self.ncols.max(1);
         assert!(
             b.len() == self.ncols * n && c.len() == self.nrows() * n,
-            "sparse matmul_acc: B has {} entries, C {}, for A ({}, {})",
+            "sparse product: B has {} entries, C {}, for A ({}, {})",
             b.len(),
             c.len(),
             self.nrows(),
@@ -256,17 +268,22 @@ impl<T: Float> SparseRows<T> {
         #[cfg(target_arch = "x86_64")]
         {
             #[target_feature(enable = "avx2,fma")]
-            fn avx2_fma<T: Float>(a: &SparseRows<T>, b: &[T], c: &mut [T], n: usize) {
-                sparse_ab::<T, true>(a, b, c, n)
+            fn avx2_fma<T: Float, const ACC: bool>(
+                a: &SparseRows<T>,
+                b: &[T],
+                c: &mut [T],
+                n: usize,
+            ) {
+                sparse_ab::<T, true, ACC>(a, b, c, n)
             }
             if std::arch::is_x86_feature_detected!("avx2")
                 && std::arch::is_x86_feature_detected!("fma")
             {
                 // SAFETY: the processor supports AVX2 and FMA, checked just above.
-                return unsafe { avx2_fma(self, b, c, n) };
+                return unsafe { avx2_fma::<T, ACC>(self, b, c, n) };
             }
         }
-        sparse_ab::<T, false>(self, b, c, n)
+        sparse_ab::<T, false, ACC>(self, b, c, n)
     }
 }
 
@@ -280,23 +297,35 @@ fn madd<T: Float, const FMA: bool>(acc: T, a: T, b: T) -> T {
 /// Output columns handled at once: 2 x 32 accumulators stay in registers (8 AVX vectors of f32).
 const BLOCK: usize = 32;
 
-/// C (M, N) += A · B (K, N), A given by its non-zero entries. Row-major slices.
-/// For each row of C, two blocks of BLOCK columns at a time are summed in registers over A's
-/// non-zeros, so that each row of B is fetched once for 64 columns.
+/// C (M, N) += A · B (K, N) (or = without ACC), A given by its non-zero entries. Row-major
+/// slices. For each row of C, two blocks of BLOCK columns at a time are summed in registers
+/// over A's non-zeros, so that each row of B is fetched once for 64 columns.
 #[inline(always)]
-fn sparse_ab<T: Float, const FMA: bool>(a: &SparseRows<T>, b: &[T], c: &mut [T], n: usize) {
+fn sparse_ab<T: Float, const FMA: bool, const ACC: bool>(
+    a: &SparseRows<T>,
+    b: &[T],
+    c: &mut [T],
+    n: usize,
+) {
     if n == 0 {
         return;
     }
+    let zero = [T::zero(); BLOCK];
     for (i, c_row) in c.chunks_exact_mut(n).enumerate() {
         let (cols, vals) = a.row(i);
         if cols.is_empty() {
-            continue; // e.g. a pixel that no image of the batch inks: nothing to add
+            // e.g. a pixel that no image of the batch inks: nothing to add
+            if !ACC {
+                c_row.fill(T::zero());
+            }
+            continue;
         }
         if n < BLOCK {
             // Narrow C (a convolution's few filters): the row is summed in a local buffer.
             let mut acc = [T::zero(); BLOCK];
-            acc[..n].copy_from_slice(c_row);
+            if ACC {
+                acc[..n].copy_from_slice(c_row);
+            }
             for (&k, &v) in cols.iter().zip(vals) {
                 let b_row = &b[k as usize * n..(k as usize + 1) * n];
                 for (a, &bv) in acc[..n].iter_mut().zip(b_row) {
@@ -313,12 +342,21 @@ fn sparse_ab<T: Float, const FMA: bool>(a: &SparseRows<T>, b: &[T], c: &mut [T],
             let s0 = j.min(n - BLOCK);
             if j + BLOCK < n {
                 let s1 = (j + BLOCK).min(n - BLOCK);
-                let (c0, c1) = (&c_row[s0..s0 + BLOCK], &c_row[s1..s1 + BLOCK]);
+                let (c0, c1) = if ACC {
+                    (&c_row[s0..s0 + BLOCK], &c_row[s1..s1 + BLOCK])
+                } else {
+                    (&zero[..], &zero[..])
+                };
                 let (acc0, acc1) = sum_two_blocks::<T, FMA>(cols, vals, b, n, (s0, s1), (c0, c1));
                 c_row[j..s0 + BLOCK].copy_from_slice(&acc0[j - s0..]);
                 c_row[j + BLOCK..s1 + BLOCK].copy_from_slice(&acc1[j + BLOCK - s1..]);
             } else {
-                let acc = sum_block::<T, FMA>(cols, vals, b, n, s0, &c_row[s0..s0 + BLOCK]);
+                let c0 = if ACC {
+                    &c_row[s0..s0 + BLOCK]
+                } else {
+                    &zero[..]
+                };
+                let acc = sum_block::<T, FMA>(cols, vals, b, n, s0, c0);
                 c_row[j..s0 + BLOCK].copy_from_slice(&acc[j - s0..]);
             }
             j += 2 * BLOCK;
