@@ -35,6 +35,10 @@ const MC: usize = 144;
 const KC: usize = 256;
 /// Columns of B packed at a time.
 const NC: usize = 4080;
+/// At most this many rows of A, a row-major B is read in place rather than packed: its packing
+/// would be a large share of so short a product (an evaluation chunk of 25 images through a
+/// 4320x100 affine layer; a convolution's 30 filters over one image's columns).
+const DIRECT_M: usize = 32;
 
 thread_local! {
     /// This thread's packing space, in f64 words (reinterpreted as the element type).
@@ -132,22 +136,42 @@ fn blocks<T: Float, const FMA: bool>(
 ) {
     let (m, k) = a.dim();
     let n = b.ncols();
+    let (rsb, direct) = (b.strides()[0], b.strides()[1] == 1 && m <= DIRECT_M);
     for j0 in (0..n).step_by(NC) {
         let nc = NC.min(n - j0);
         for p0 in (0..k).step_by(KC) {
             let kc = KC.min(k - p0);
-            pack_b(b, p0, kc, j0, nc, bp);
+            if !direct {
+                pack_b(b, p0, kc, j0, nc, bp);
+            }
             for i0 in (0..m).step_by(MC) {
                 let mc = MC.min(m - i0);
                 pack_a(a, i0, mc, p0, kc, ap);
                 let first = p0 == 0;
                 for jr in (0..nc).step_by(NR) {
-                    let b_panel = &bp[jr * kc..(jr + NR) * kc];
+                    let cols = NR.min(nc - jr);
+                    // B's panel: packed, or B itself (rows rsb apart) when read in place; a
+                    // last panel narrower than NR is packed either way
+                    let (b_panel, stride) = if !direct {
+                        (&bp[jr * kc..(jr + NR) * kc], NR)
+                    } else if cols < NR {
+                        pack_b(b, p0, kc, j0 + jr, cols, &mut bp[..NR * kc]);
+                        (&bp[..NR * kc], NR)
+                    } else {
+                        // SAFETY: rows p0..p0 + kc, columns j0 + jr..+NR lie inside B, whose
+                        // rows are rsb apart and contiguous (column stride 1)
+                        let panel = unsafe {
+                            std::slice::from_raw_parts(
+                                b.as_ptr().offset(p0 as isize * rsb + (j0 + jr) as isize),
+                                (kc - 1) * rsb as usize + NR,
+                            )
+                        };
+                        (panel, rsb as usize)
+                    };
                     for ir in (0..mc).step_by(MR) {
                         let a_panel = &ap[ir * kc..(ir + MR) * kc];
-                        let tile = micro_kernel::<T, FMA>(kc, a_panel, b_panel);
+                        let tile = micro_kernel::<T, FMA>(kc, a_panel, b_panel, stride);
                         let rows = MR.min(mc - ir);
-                        let cols = NR.min(nc - jr);
                         store(c, i0 + ir, j0 + jr, rows, cols, &tile, first, beta);
                     }
                 }
@@ -235,15 +259,20 @@ fn pack_b<T: Float>(b: &ArrayView2<T>, p0: usize, kc: usize, j0: usize, nc: usiz
     }
 }
 
-/// tile[i][j] = Σₚ a[p·MR + i]·b[p·NR + j], p < kc: an MR x NR tile in registers.
+/// tile[i][j] = Σₚ a[p·MR + i]·b[p·stride + j], p < kc: an MR x NR tile in registers.
 #[inline(always)]
-fn micro_kernel<T: Float, const FMA: bool>(kc: usize, a: &[T], b: &[T]) -> [[T; NR]; MR] {
+fn micro_kernel<T: Float, const FMA: bool>(
+    kc: usize,
+    a: &[T],
+    b: &[T],
+    stride: usize,
+) -> [[T; NR]; MR] {
     let mut tile = [[T::zero(); NR]; MR];
-    let (a, b) = (&a[..kc * MR], &b[..kc * NR]);
+    let (a, b) = (&a[..kc * MR], &b[..(kc - 1) * stride + NR]);
     for p in 0..kc {
-        // SAFETY: p < kc, and the slices above hold kc·MR and kc·NR entries
+        // SAFETY: p < kc, and the slices above hold kc·MR and (kc - 1)·stride + NR entries
         let a: &[T; MR] = unsafe { &*a.as_ptr().add(p * MR).cast() };
-        let b: &[T; NR] = unsafe { &*b.as_ptr().add(p * NR).cast() };
+        let b: &[T; NR] = unsafe { &*b.as_ptr().add(p * stride).cast() };
         for i in 0..MR {
             for j in 0..NR {
                 tile[i][j] = if FMA {
