@@ -48,7 +48,10 @@ fn bench_layers(c: &mut Criterion) {
     let mut dw = Array2::<f32>::zeros((784, 50));
     c.bench_function(
         "sparse product Xᵀ·dY (784x100 · 100x50), indexed",
-        |b| b.iter(|| lhs.matmul_tn_acc(&dy_2d.view(), &mut dw.view_mut(), 1)),
+        |b| {
+            let mut scratch = SparseRows::new(0);
+            b.iter(|| lhs.matmul_tn(&dy_2d.view(), &mut dw.view_mut(), &mut scratch, 1))
+        },
     );
     c.bench_function("sparse product Xᵀ·dY, transposed index given", |b| {
         b.iter(|| csc.matmul_acc(dy_2d.as_slice().unwrap(), dw.as_slice_mut().unwrap()))

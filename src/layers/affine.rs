@@ -5,7 +5,7 @@ use ndarray::{Array1, Array2, ArrayD, ArrayView2, Ix2, IxDyn};
 use super::{Input, Layer, Param};
 use crate::Float;
 use crate::linalg::sparse::SparseRows;
-use crate::linalg::{Lhs, SPARSE_ZERO_FRACTION, gemm, matmul_nt};
+use crate::linalg::{Lhs, SPARSE_ZERO_FRACTION, matmul_nt};
 
 /// Affine (fully connected) layer.
 ///
@@ -110,11 +110,16 @@ impl<T: Float> Affine<T> {
         y
     }
 
-    /// The input kept by the last forward, as the left operand of its products.
+    /// The input kept by the last forward, as the left operand of its products: from the
+    /// fields, so that the other fields stay free to borrow.
     #[track_caller]
-    fn kept(&self) -> Lhs<'_, T> {
-        match (&self.x, &self.nz) {
-            (_, Some(nz)) if self.sparse => Lhs::Sparse(nz),
+    fn kept<'a>(
+        x: &'a Option<Array2<T>>,
+        nz: &'a Option<SparseRows<T>>,
+        sparse: bool,
+    ) -> Lhs<'a, T> {
+        match (x, nz) {
+            (_, Some(nz)) if sparse => Lhs::Sparse(nz),
             (Some(x), _) => Lhs::Dense(x.view()),
             _ => panic!("Affine::backward called without a forward before it"),
         }
@@ -123,42 +128,22 @@ impl<T: Float> Affine<T> {
     /// Training forward from the input kept in `self.x` / `self.nz`.
     fn forward_kept(&mut self) -> Array2<T> {
         let y = self.y_spare.take();
-        self.affine(&self.kept(), y, self.threads)
+        let x = Self::kept(&self.x, &self.nz, self.sparse);
+        self.affine(&x, y, self.threads)
     }
 
     /// dW = xᵀ·dy, db = Σₙ dy.
     #[track_caller]
     fn param_grads(&mut self, dy: &ArrayView2<T>) {
-        let n = match self.kept() {
-            Lhs::Dense(x) => x.nrows(),
-            Lhs::Sparse(nz) => nz.nrows(),
-        };
+        let x = Self::kept(&self.x, &self.nz, self.sparse);
         assert_eq!(
             dy.dim(),
-            (n, self.w.ncols()),
+            (x.dim().0, self.w.ncols()),
             "Affine::backward: dout {:?} does not match the output (N, D_out)",
             dy.dim()
         );
-        match (&self.x, &self.nz) {
-            (_, Some(nz)) if self.sparse => {
-                // xᵀ's index: the one the batch came with, else built here
-                let xt = match nz.transposed() {
-                    Some(xt) => xt,
-                    None => {
-                        nz.transpose_into(&mut self.nz_t);
-                        &self.nz_t
-                    }
-                };
-                // written, not added to: no zeroing pass over dW first
-                let dy = dy.as_standard_layout();
-                xt.matmul(
-                    dy.as_slice().expect("standard layout"),
-                    self.dw.as_slice_mut().expect("dW is standard layout"),
-                );
-            }
-            (Some(x), _) => gemm(&x.t(), dy, T::zero(), &mut self.dw.view_mut(), self.threads),
-            _ => unreachable!("kept() checked"),
-        }
+        // written, not added to: no zeroing pass over dW first
+        x.matmul_tn(dy, &mut self.dw.view_mut(), &mut self.nz_t, self.threads);
         // db = Σₙ dy[n, :], row by row
         self.db.fill(T::zero());
         for row in dy.rows() {

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! Lhs::matmul_acc(b, c, t)     C ← A·B  + C      (forward:  Y = X·W + b, with C preset to b)
-//! Lhs::matmul_tn_acc(b, c, t)  C ← Aᵀ·B + C      (backward: dW = Xᵀ·dY)
+//! Lhs::matmul_tn(b, c, _, t)  C ← Aᵀ·B          (backward: dW = Xᵀ·dY; matmul_tn_acc adds)
 //! matmul_nt(a, b, c, t)        C ← A·Bᵀ          (backward: dX = dY·Wᵀ)
 //! ```
 //! A dense product of enough work is split over up to `t` threads by rows of C ([`gemm`]):
@@ -74,24 +74,71 @@ impl<T: Float> Lhs<'_, T> {
         }
     }
 
-    /// C ← Aᵀ·B + C, with B: (M, N), C: (K, N).
+    /// C ← Aᵀ·B + C, with B: (M, N), C: (K, N). A sparse A's transposed index is the one it
+    /// came with ([`SparseRows::with_transpose`]), else built in `scratch` (reused).
     #[track_caller]
-    pub fn matmul_tn_acc(&self, b: &ArrayView2<T>, c: &mut ArrayViewMut2<T>, threads: usize) {
+    pub fn matmul_tn_acc(
+        &self,
+        b: &ArrayView2<T>,
+        c: &mut ArrayViewMut2<T>,
+        scratch: &mut SparseRows<T>,
+        threads: usize,
+    ) {
+        self.product_tn::<true>(b, c, scratch, threads)
+    }
+
+    /// C ← Aᵀ·B, C only written (no zeroing pass first); see [`Lhs::matmul_tn_acc`].
+    #[track_caller]
+    pub fn matmul_tn(
+        &self,
+        b: &ArrayView2<T>,
+        c: &mut ArrayViewMut2<T>,
+        scratch: &mut SparseRows<T>,
+        threads: usize,
+    ) {
+        self.product_tn::<false>(b, c, scratch, threads)
+    }
+
+    /// C ← Aᵀ·B, plus C's old values when ACC.
+    #[track_caller]
+    fn product_tn<const ACC: bool>(
+        &self,
+        b: &ArrayView2<T>,
+        c: &mut ArrayViewMut2<T>,
+        scratch: &mut SparseRows<T>,
+        threads: usize,
+    ) {
         let (m, k) = self.dim();
         assert!(
             b.nrows() == m && c.dim() == (k, b.ncols()),
-            "matmul_tn_acc: Aᵀ {:?} · B {:?} does not fit C {:?}",
+            "matmul_tn: Aᵀ {:?} · B {:?} does not fit C {:?}",
             (k, m),
             b.dim(),
             c.dim()
         );
         match self {
-            Lhs::Dense(a) => gemm(&a.t(), b, T::one(), c, threads),
+            Lhs::Dense(a) => {
+                let beta = if ACC { T::one() } else { T::zero() };
+                gemm(&a.t(), b, beta, c, threads)
+            }
             Lhs::Sparse(a) => {
+                let at = match a.transposed() {
+                    Some(at) => at,
+                    None => {
+                        a.transpose_into(scratch);
+                        scratch
+                    }
+                };
                 let b = b.as_standard_layout();
-                let c = c.as_slice_mut().expect("C is created contiguous");
-                a.transpose()
-                    .matmul_acc(b.as_slice().expect("standard layout"), c)
+                let (b, c) = (
+                    b.as_slice().expect("standard layout"),
+                    c.as_slice_mut().expect("C is created contiguous"),
+                );
+                if ACC {
+                    at.matmul_acc(b, c)
+                } else {
+                    at.matmul(b, c)
+                }
             }
         }
     }
@@ -219,7 +266,7 @@ mod tests {
             let nz_t = index(&a_t);
             let at = super::tests::lhs(&a_t, &nz_t);
             let mut c = c0.clone();
-            at.matmul_tn_acc(&b.view(), &mut c.view_mut(), 1);
+            at.matmul_tn_acc(&b.view(), &mut c.view_mut(), &mut SparseRows::new(0), 1);
             assert!((&c - &expected).iter().all(|d| d.abs() < 1e-12));
 
             let bt = b.t().as_standard_layout().into_owned();
@@ -316,7 +363,7 @@ mod tests {
 
             let b = random(6, n, 0.0, &mut rng);
             let mut c = Array2::zeros((19, n));
-            lhs.matmul_tn_acc(&b.view(), &mut c.view_mut(), 1);
+            lhs.matmul_tn_acc(&b.view(), &mut c.view_mut(), &mut SparseRows::new(0), 1);
             let at = a.t().to_owned();
             assert!(
                 (&c - &naive(&at, &b)).iter().all(|d| d.abs() < 1e-12),

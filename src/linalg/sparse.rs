@@ -97,41 +97,38 @@ impl<T: Float> SparseRows<T> {
     /// Panics if the parts do not fit together.
     #[track_caller]
     pub fn from_parts(ncols: usize, row_start: Vec<usize>, col: Vec<u32>, val: Vec<T>) -> Self {
-        assert!(
-            row_start.first() == Some(&0)
-                && row_start.last() == Some(&val.len())
-                && col.len() == val.len()
-                && row_start.windows(2).all(|w| w[0] <= w[1])
-                && col.iter().all(|&c| (c as usize) < ncols),
-            "SparseRows::from_parts: inconsistent parts"
-        );
-        SparseRows {
-            ncols,
-            row_start,
-            col,
-            val,
-            transposed: None,
-        }
+        let a = Self::from_parts_trusted(ncols, row_start, col, val);
+        assert!(a.parts_fit(), "SparseRows::from_parts: inconsistent parts");
+        a
     }
 
     /// [`SparseRows::from_parts`] for parts made correct by construction (a data set's
     /// batches): checked in debug builds only.
+    #[track_caller]
     pub(crate) fn from_parts_trusted(
         ncols: usize,
         row_start: Vec<usize>,
         col: Vec<u32>,
         val: Vec<T>,
     ) -> Self {
-        if cfg!(debug_assertions) {
-            return Self::from_parts(ncols, row_start, col, val);
-        }
-        SparseRows {
+        let a = SparseRows {
             ncols,
             row_start,
             col,
             val,
             transposed: None,
-        }
+        };
+        debug_assert!(a.parts_fit(), "SparseRows: inconsistent parts");
+        a
+    }
+
+    /// Whether the parts fit together, as [`SparseRows::from_parts`] asks.
+    fn parts_fit(&self) -> bool {
+        self.row_start.first() == Some(&0)
+            && self.row_start.last() == Some(&self.val.len())
+            && self.col.len() == self.val.len()
+            && self.row_start.windows(2).all(|w| w[0] <= w[1])
+            && self.col.iter().all(|&c| (c as usize) < self.ncols)
     }
 
     /// Appends entry (current row, `col`) = `val`. Columns must increase within a row.
