@@ -47,6 +47,37 @@ fn bench_conv(c: &mut Criterion) {
             )
         });
     }
+    // the filter gradient's product alone: dWc += dy_i·col_iᵀ over 100 images
+    let (dy, cols): (Vec<f32>, Vec<f32>) = (
+        (0..100 * 30 * 576).map(|_| rng.normal() as f32).collect(),
+        (0..100 * 25 * 576).map(|_| rng.normal() as f32).collect(),
+    );
+    let mut dwc = vec![0f32; 30 * 25];
+    c.bench_function("gemm_nt_acc 30x25 over 576, 100 images (conv1 dW)", |b| {
+        b.iter(|| {
+            for (dy_i, col_i) in dy.chunks_exact(30 * 576).zip(cols.chunks_exact(25 * 576)) {
+                backprop::linalg::gemm_nt_acc(dy_i, col_i, 576, &mut dwc);
+            }
+        })
+    });
+    // the first layer: no dx, the filter gradient only
+    let w = Array4::from_shape_simple_fn((30, 1, 5, 5), || 0.1 * rng.normal() as f32);
+    let mut conv = Convolution::new(w, Array1::zeros(30), 1, 0);
+    let x = random((100, 1, 28, 28), &mut rng);
+    let dy = ArrayD::from_elem(conv.forward(x.clone()).raw_dim(), 0.01f32);
+    c.bench_function(
+        "SimpleConvNet conv1 30@5x5 on 1x28x28: forward + backward_params, batch 100",
+        |b| {
+            b.iter_batched(
+                || (x.clone(), dy.clone()),
+                |(x, dy)| {
+                    conv.forward(x);
+                    conv.backward_params(dy)
+                },
+                BatchSize::LargeInput,
+            )
+        },
+    );
     for (name, ch, hw) in [
         ("SimpleConvNet pool 2x2 on 30x24x24", 30, 24),
         ("DeepConvNet pool1 2x2 on 16x28x28", 16, 28),

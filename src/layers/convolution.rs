@@ -4,7 +4,7 @@ use ndarray::{Array1, Array2, Array4, ArrayD, ArrayView2, ArrayViewMut2, Ix4};
 
 use super::{Layer, Param};
 use crate::Float;
-use crate::linalg::gemm_serial;
+use crate::linalg::{gemm_nt_acc, gemm_serial, row_sums_acc};
 use crate::parallel::{self, PARTS};
 
 /// Convolution (the book's `Convolution`, ch. 7.4): `FN` filters of `C x FH x FW` slid over
@@ -426,21 +426,17 @@ fn part_gradients<T: Float>(
     let chw = d.c * d.h * d.w;
     dwc.fill(T::zero());
     db.fill(T::zero());
-    let mut dwc = ArrayViewMut2::from_shape((fn_, k), dwc).expect("FN x K");
     for (i, (dy_i, col_i)) in dy
         .chunks_exact(fn_ * q)
         .zip(cols.chunks_exact(k * q))
         .enumerate()
     {
-        let dy_i = ArrayView2::from_shape((fn_, q), dy_i).expect("FN x Q");
-        let col_i = ArrayView2::from_shape((k, q), col_i).expect("K x Q");
-        // dWc += dy_i·col_iᵀ,  db += Σ_q dy_i
-        gemm_serial(&dy_i, &col_i.t(), T::one(), &mut dwc);
-        for (acc, row) in db.iter_mut().zip(dy_i.rows()) {
-            *acc = row.iter().fold(*acc, |a, &v| a + v);
-        }
+        // dWc += dy_i·col_iᵀ,  db += Σ_q dy_i  (both run along the Q output positions)
+        gemm_nt_acc(dy_i, col_i, q, dwc);
+        row_sums_acc(dy_i, q, db);
         // dcol_i = Wcᵀ·dy_i, then back onto the image
         if let Some(dx) = dx.as_deref_mut() {
+            let dy_i = ArrayView2::from_shape((fn_, q), dy_i).expect("FN x Q");
             let mut dcol_v = ArrayViewMut2::from_shape((k, q), &mut *dcol).expect("K x Q");
             gemm_serial(&wc.t(), &dy_i, T::zero(), &mut dcol_v);
             let img = &mut dx[i * chw..(i + 1) * chw];

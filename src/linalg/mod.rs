@@ -14,9 +14,11 @@
 //! entries row by row) and both of its products then skip the zeros ([`sparse`]): a fifth of
 //! the arithmetic on MNIST.
 
+mod dot;
 mod packed;
 pub mod sparse;
 
+pub use dot::{gemm_nt_acc, row_sums_acc};
 pub use packed::gemm_serial;
 
 use ndarray::{ArrayView2, ArrayViewMut2, Axis};
