@@ -39,17 +39,37 @@ pub struct Convolution<T: Float = f32> {
     threads: usize,
     /// (N, C, H, W) of the last training input.
     x_dim: Option<(usize, usize, usize, usize)>,
-    /// (N, C·FH·FW, Q): every image's col of the last training forward, for backward. The
-    /// buffer is kept from batch to batch: after the first, no allocation.
-    cols: Vec<T>,
-    /// The last training input's memory, (N, C, H, W): backward writes dx into it.
+    /// The last training input, (N, C, H, W): backward builds each image's col from it again
+    /// and, when dx is asked for, writes dx into its memory.
     x_spare: Option<Array4<T>>,
     /// The last dout's memory, (N, FN, OH, OW): the next forward writes y into it.
     y_spare: Option<ArrayD<T>>,
-    /// Each part's sums of dWc (FN·C·FH·FW) and db (FN), added up in part order.
-    part_sums: Vec<(Vec<T>, Vec<T>)>,
-    /// One image's dcol (C·FH·FW, Q), for backward on the calling thread.
-    dcol: Vec<T>,
+    /// Each part of the batch's working memory, kept from batch to batch.
+    parts: Vec<Part<T>>,
+}
+
+/// One part of the batch: its sums of dWc and db (added up in part order), and one image's
+/// col and dcol at a time.
+///
+/// NOTE: a col is built image by image, used at once and built again in backward rather than
+/// kept for the whole batch: SimpleConvNet's batch of cols is 5.8 MB, which went out to
+/// memory and came back; one image's (58 KB) stays in L2.
+#[derive(Clone, Debug, Default)]
+struct Part<T> {
+    dwc: Vec<T>,  // (FN, C·FH·FW)
+    db: Vec<T>,   // (FN)
+    col: Vec<T>,  // (C·FH·FW, Q)
+    dcol: Vec<T>, // (C·FH·FW, Q), backward with dx only
+}
+
+impl<T: Float> Part<T> {
+    /// Each buffer at its size for these shapes (allocating only when a size changes).
+    fn size(&mut self, fn_: usize, k: usize, q: usize, want_dx: bool) {
+        self.dwc.resize(fn_ * k, T::zero());
+        self.db.resize(fn_, T::zero());
+        self.col.resize(k * q, T::zero());
+        self.dcol.resize(if want_dx { k * q } else { 0 }, T::zero());
+    }
 }
 
 /// Geometry of one convolution or pooling window pass.
@@ -245,11 +265,9 @@ impl<T: Float> Convolution<T> {
             pad,
             threads: 1,
             x_dim: None,
-            cols: Vec::new(),
             x_spare: None,
             y_spare: None,
-            part_sums: Vec::new(),
-            dcol: Vec::new(),
+            parts: Vec::new(),
         }
     }
 
@@ -310,26 +328,21 @@ impl<T: Float> Convolution<T> {
         } else {
             dy.as_standard_layout().into_owned()
         };
-        // dx goes into the input's memory (col2im adds into it: zeroed first)
-        let mut dx = want_dx.then(|| match self.x_spare.take() {
-            Some(mut x) if x.dim() == (n, c, h, w) => {
-                x.fill(T::zero());
-                x
-            }
-            _ => Array4::zeros((n, c, h, w)),
-        });
+        // each image's col is built again from the input; dx then goes into its memory
+        let mut x = match self.x_spare.take() {
+            Some(x) if x.dim() == (n, c, h, w) => x,
+            _ => panic!("Convolution::backward: the forward's input is gone"),
+        };
         let per = n.div_ceil(PARTS).max(1);
         let parts = n.div_ceil(per);
-        if self.part_sums.len() != parts || self.part_sums[0].0.len() != fn_ * k {
-            self.part_sums = vec![(vec![T::zero(); fn_ * k], vec![T::zero(); fn_]); parts];
+        self.parts.resize_with(parts, Part::default);
+        for part in &mut self.parts {
+            part.size(fn_, k, q, want_dx);
         }
         let threads = parallel::threads_for(self.work(n, q), self.threads);
         let wc = w_rows(&self.w);
         let dy_all = dy.as_slice().expect("standard layout");
-        let dx_all = dx
-            .as_mut()
-            .map(|d| d.as_slice_mut().expect("standard layout"));
-        let part = |p: usize| (p * per, ((p + 1) * per).min(n));
+        let x_all = x.as_slice_mut().expect("standard layout");
         let dims = PartDims {
             fn_,
             k,
@@ -339,62 +352,38 @@ impl<T: Float> Convolution<T> {
             w,
             win,
         };
+        let work = |(part, (x, dy)): (&mut Part<T>, (&mut [T], &[T]))| {
+            part_gradients(&wc, dims, dy, x, want_dx, part)
+        };
+        let items = self.parts.iter_mut().zip(
+            x_all
+                .chunks_mut(per * chw)
+                .zip(dy_all.chunks(per * fn_ * q)),
+        );
         if threads == 1 {
             // the same parts as on several threads, one after the other
-            self.dcol.resize(if want_dx { k * q } else { 0 }, T::zero());
-            let mut dx_all = dx_all;
-            for (p, (dwc, db)) in self.part_sums.iter_mut().enumerate() {
-                let (a, b) = part(p);
-                let dx = dx_all.as_deref_mut().map(|d| &mut d[a * chw..b * chw]);
-                part_gradients(
-                    &wc,
-                    dims,
-                    &dy_all[a * fn_ * q..b * fn_ * q],
-                    &self.cols[a * k * q..b * k * q],
-                    dx,
-                    (dwc, db),
-                    &mut self.dcol,
-                );
-            }
+            items.for_each(work);
         } else {
-            let mut dx_parts: Vec<Option<&mut [T]>> = match dx_all {
-                Some(d) => d.chunks_mut(per * chw).map(Some).collect(),
-                None => (0..parts).map(|_| None).collect(),
-            };
-            let items: Vec<_> = self
-                .part_sums
-                .iter_mut()
-                .zip(dx_parts.drain(..))
-                .enumerate()
-                .collect();
-            let cols = &self.cols;
-            parallel::map(items, threads, |(p, ((dwc, db), dx))| {
-                let (a, b) = part(p);
-                let mut dcol = vec![T::zero(); if dx.is_some() { k * q } else { 0 }];
-                part_gradients(
-                    &wc,
-                    dims,
-                    &dy_all[a * fn_ * q..b * fn_ * q],
-                    &cols[a * k * q..b * k * q],
-                    dx,
-                    (dwc, db),
-                    &mut dcol,
-                );
-            });
+            parallel::map(items.collect(), threads, work);
         }
         // the parts' sums in part order, whatever thread computed them
         let dw = self.dw.as_slice_mut().expect("standard layout");
         dw.fill(T::zero());
         self.db.fill(T::zero());
-        for (part_dw, part_db) in &self.part_sums {
-            dw.iter_mut().zip(part_dw).for_each(|(a, &v)| *a = *a + v);
+        for part in &self.parts {
+            dw.iter_mut().zip(&part.dwc).for_each(|(a, &v)| *a = *a + v);
             self.db
                 .iter_mut()
-                .zip(part_db)
+                .zip(&part.db)
                 .for_each(|(a, &v)| *a = *a + v);
         }
         self.y_spare = Some(dy.into_dyn());
-        dx.map(|dx| dx.into_dyn())
+        if want_dx {
+            Some(x.into_dyn())
+        } else {
+            self.x_spare = Some(x); // the input, unchanged
+            None
+        }
     }
 }
 
@@ -411,36 +400,32 @@ struct PartDims {
     win: Window,
 }
 
-/// One part of the batch: its sums of dWc and db (overwritten), and its images' dx when
-/// `dx` is given (added into, zeroed by the caller).
+/// One part of the batch: its sums of dWc and db (overwritten), and, when `want_dx`, its
+/// images' dx written over their input `x`.
 fn part_gradients<T: Float>(
     wc: &ArrayView2<T>,
     d: PartDims,
     dy: &[T],
-    cols: &[T],
-    mut dx: Option<&mut [T]>,
-    (dwc, db): (&mut [T], &mut [T]),
-    dcol: &mut [T],
+    x: &mut [T],
+    want_dx: bool,
+    part: &mut Part<T>,
 ) {
     let (fn_, k, q) = (d.fn_, d.k, d.q);
     let chw = d.c * d.h * d.w;
-    dwc.fill(T::zero());
-    db.fill(T::zero());
-    for (i, (dy_i, col_i)) in dy
-        .chunks_exact(fn_ * q)
-        .zip(cols.chunks_exact(k * q))
-        .enumerate()
-    {
+    part.dwc.fill(T::zero());
+    part.db.fill(T::zero());
+    for (dy_i, x_i) in dy.chunks_exact(fn_ * q).zip(x.chunks_exact_mut(chw)) {
+        im2col_image(x_i, (d.c, d.h, d.w), d.win, &mut part.col);
         // dWc += dy_i·col_iᵀ,  db += Σ_q dy_i  (both run along the Q output positions)
-        gemm_nt_acc(dy_i, col_i, q, dwc);
-        row_sums_acc(dy_i, q, db);
-        // dcol_i = Wcᵀ·dy_i, then back onto the image
-        if let Some(dx) = dx.as_deref_mut() {
+        gemm_nt_acc(dy_i, &part.col, q, &mut part.dwc);
+        row_sums_acc(dy_i, q, &mut part.db);
+        // dcol_i = Wcᵀ·dy_i, then back onto the image (over x_i, which is no longer needed)
+        if want_dx {
             let dy_i = ArrayView2::from_shape((fn_, q), dy_i).expect("FN x Q");
-            let mut dcol_v = ArrayViewMut2::from_shape((k, q), &mut *dcol).expect("K x Q");
-            gemm_serial(&wc.t(), &dy_i, T::zero(), &mut dcol_v);
-            let img = &mut dx[i * chw..(i + 1) * chw];
-            col2im_image(dcol, (d.c, d.h, d.w), d.win, img);
+            let mut dcol = ArrayViewMut2::from_shape((k, q), &mut part.dcol).expect("K x Q");
+            gemm_serial(&wc.t(), &dy_i, T::zero(), &mut dcol);
+            x_i.fill(T::zero());
+            col2im_image(&part.dcol, (d.c, d.h, d.w), d.win, x_i);
         }
     }
 }
@@ -469,36 +454,34 @@ impl<T: Float> Layer<T> for Convolution<T> {
         let (k, chw) = (self.w.len() / fn_, c * h * w);
         let per = n.div_ceil(PARTS).max(1);
         let threads = parallel::threads_for(self.work(n, q), self.threads);
-        self.cols.resize(n * k * q, T::zero()); // kept from the last batch: no allocation
+        self.parts.resize_with(n.div_ceil(per), Part::default);
         // y goes into the last dout's memory (every entry is written)
         let mut y = match self.y_spare.take() {
             Some(y) if y.shape() == [n, fn_, oh, ow] => y,
             _ => ArrayD::zeros(ndarray::IxDyn(&[n, fn_, oh, ow])),
         };
         let (wc, b) = (w_rows(&self.w), &self.b);
-        let images = |x: &[T], cols: &mut [T], y: &mut [T]| {
-            for ((x_i, col_i), y_i) in x
-                .chunks_exact(chw)
-                .zip(cols.chunks_exact_mut(k * q))
-                .zip(y.chunks_exact_mut(fn_ * q))
-            {
-                im2col_image(x_i, (c, h, w), win, col_i);
-                convolve_image(&wc, b, col_i, y_i);
+        let images = |(part, (x, y)): (&mut Part<T>, (&[T], &mut [T]))| {
+            part.col.resize(k * q, T::zero()); // kept from the last batch: no allocation
+            for (x_i, y_i) in x.chunks_exact(chw).zip(y.chunks_exact_mut(fn_ * q)) {
+                im2col_image(x_i, (c, h, w), win, &mut part.col);
+                convolve_image(&wc, b, &part.col, y_i);
             }
         };
-        let (xs, ys) = (
-            x.as_slice().expect("standard layout"),
-            y.as_slice_mut().expect("standard layout"),
+        let items = self.parts.iter_mut().zip(
+            x.as_slice()
+                .expect("standard layout")
+                .chunks(per * chw)
+                .zip(
+                    y.as_slice_mut()
+                        .expect("standard layout")
+                        .chunks_mut(per * fn_ * q),
+                ),
         );
         if threads == 1 {
-            images(xs, &mut self.cols, ys);
+            items.for_each(images);
         } else {
-            let parts: Vec<_> = xs
-                .chunks(per * chw)
-                .zip(self.cols.chunks_mut(per * k * q))
-                .zip(ys.chunks_mut(per * fn_ * q))
-                .collect();
-            parallel::map(parts, threads, |((x, cols), y)| images(x, cols, y));
+            parallel::map(items.collect(), threads, images);
         }
         self.x_dim = Some((n, c, h, w));
         self.x_spare = Some(x); // its memory takes dx in backward
