@@ -34,7 +34,7 @@ pub struct Pooling<T: Float = f32> {
     pub kind: PoolKind,
     pub window: Window,
     x_dim: Option<(usize, usize, usize, usize)>, // (N, C, H, W) of the last training input
-    argmax: Vec<usize>, // (N·C·OH·OW) flat index into x of each max, the buffer kept
+    argmax: Vec<u32>, // (N·C·OH·OW) flat index into x of each max, the buffer kept
     x_spare: Option<ArrayD<T>>, // the last input's memory: backward writes dx into it
     y_spare: Option<ArrayD<T>>, // the last dout's memory: forward writes y into it
 }
@@ -96,7 +96,7 @@ impl<T: Float> Pooling<T> {
     /// The pooled output; with `argmax`, also the flat index into x of each window's maximum
     /// (max pooling, training).
     #[track_caller]
-    fn pool(&self, x: &ArrayD<T>, argmax: Option<&mut Vec<usize>>, mut y: Vec<T>) -> Array4<T> {
+    fn pool(&self, x: &ArrayD<T>, argmax: Option<&mut Vec<u32>>, mut y: Vec<T>) -> Array4<T> {
         let x = x
             .view()
             .into_dimensionality::<Ix4>()
@@ -105,6 +105,13 @@ impl<T: Float> Pooling<T> {
         let (n, c, h, w) = x.dim();
         let (oh, ow) = self.window.output(h, w);
         let src = x.as_slice().expect("standard layout");
+        // NOTE: u32 indices: half the memory of usize for the largest buffer a max pooling
+        // layer keeps (SimpleConvNet: 432 000 entries a batch)
+        assert!(
+            src.len() <= u32::MAX as usize,
+            "Pooling: an input of {} values is more than a u32 index reaches",
+            src.len()
+        );
         y.clear();
         y.reserve(n * c * oh * ow);
         let mut scratch = Vec::new();
@@ -134,7 +141,7 @@ impl<T: Float> Pooling<T> {
         (h, w): (usize, usize),
         (oh, ow): (usize, usize),
         y: &mut Vec<T>,
-        argmax: &mut Vec<usize>,
+        argmax: &mut Vec<u32>,
     ) {
         let area = T::of((self.window.fh * self.window.fw) as f64);
         for (plane, img) in src.chunks_exact(h * w).enumerate() {
@@ -156,7 +163,7 @@ impl<T: Float> Pooling<T> {
                                 }
                             }
                             y.push(best.1);
-                            argmax.push(base + best.0);
+                            argmax.push((base + best.0) as u32);
                         }
                         PoolKind::Average => {
                             let mut sum = T::zero();
@@ -180,39 +187,38 @@ fn max_2x2<T: Float>(
     (h, w): (usize, usize),
     (oh, ow): (usize, usize),
     y: &mut Vec<T>,
-    argmax: &mut Vec<usize>,
+    argmax: &mut Vec<u32>,
 ) {
     let planes = src.len() / (h * w);
-    let start = y.len();
-    y.resize(start + planes * oh * ow, T::zero());
-    argmax.resize(start + planes * oh * ow, 0);
-    let mut out = y[start..].iter_mut().zip(&mut argmax[start..]);
-    for (plane, img) in src.chunks_exact(h * w).enumerate() {
-        for oy in 0..oh {
-            let top = 2 * oy * w;
-            let (r0, r1) = (&img[top..top + 2 * ow], &img[top + w..top + w + 2 * ow]);
-            let base = plane * h * w + top;
-            for (ox, ((a, b), (y, arg))) in r0
-                .chunks_exact(2)
-                .zip(r1.chunks_exact(2))
-                .zip(&mut out)
-                .enumerate()
-            {
-                // NOTE: selects, not branches: on real activations the winner is a coin toss,
-                // and mispredicted branches made this the slowest loop of a SimpleConvNet step
-                let (mut best, mut at) = (a[0], 0);
-                let take = a[1] > best;
-                (best, at) = (if take { a[1] } else { best }, if take { 1 } else { at });
-                let take = b[0] > best;
-                (best, at) = (if take { b[0] } else { best }, if take { w } else { at });
-                let take = b[1] > best;
-                (best, at) = (
-                    if take { b[1] } else { best },
-                    if take { w + 1 } else { at },
-                );
-                *y = best;
-                *arg = base + 2 * ox + at;
-            }
+    y.resize(planes * oh * ow, T::zero());
+    argmax.resize(planes * oh * ow, 0);
+    let rows = y.chunks_exact_mut(ow).zip(argmax.chunks_exact_mut(ow));
+    for (r, (y, arg)) in rows.enumerate() {
+        let (plane, oy) = (r / oh, r % oh);
+        let top = plane * h * w + 2 * oy * w;
+        let (r0, r1) = (&src[top..top + 2 * ow], &src[top + w..top + w + 2 * ow]);
+        let (a, b, w) = (r0, r1, w as u32);
+        for ox in 0..ow {
+            // NOTE: selects, not branches: on real activations the winner is a coin toss,
+            // and mispredicted branches made this the slowest loop of a SimpleConvNet step
+            let (mut best, mut at) = (a[2 * ox], 0);
+            let take = a[2 * ox + 1] > best;
+            (best, at) = (
+                if take { a[2 * ox + 1] } else { best },
+                if take { 1 } else { at },
+            );
+            let take = b[2 * ox] > best;
+            (best, at) = (
+                if take { b[2 * ox] } else { best },
+                if take { w } else { at },
+            );
+            let take = b[2 * ox + 1] > best;
+            (best, at) = (
+                if take { b[2 * ox + 1] } else { best },
+                if take { w + 1 } else { at },
+            );
+            y[ox] = best;
+            arg[ox] = (top + 2 * ox) as u32 + at;
         }
     }
 }
@@ -224,7 +230,7 @@ fn max_inside<T: Float>(
     (oh, ow): (usize, usize),
     win: Window,
     y: &mut Vec<T>,
-    argmax: &mut Vec<usize>,
+    argmax: &mut Vec<u32>,
 ) {
     for (plane, img) in src.chunks_exact(h * w).enumerate() {
         for oy in 0..oh {
@@ -239,7 +245,7 @@ fn max_inside<T: Float>(
                     }
                 }
                 y.push(best.1);
-                argmax.push(plane * h * w + best.0);
+                argmax.push((plane * h * w + best.0) as u32);
             }
         }
     }
@@ -316,7 +322,7 @@ impl<T: Float> Layer<T> for Pooling<T> {
                 let argmax = &self.argmax;
                 let flat = dx.as_slice_mut().expect("new arrays are contiguous");
                 for (&k, &g) in argmax.iter().zip(dy.iter()) {
-                    flat[k] = flat[k] + g;
+                    flat[k as usize] = flat[k as usize] + g;
                 }
             }
             PoolKind::Average => {
