@@ -24,6 +24,9 @@ struct Named<T: Float> {
 /// the weight layer before it (`gamma1`, `beta1`).
 pub struct Network<T: Float = f32> {
     layers: Vec<Named<T>>,
+    /// The order the passes run the layers in: the layers' order, except that a max pooling
+    /// right after a ReLU runs before it (see [`Network::push`]).
+    order: Vec<usize>,
     last_layer: SoftmaxWithLoss<T>,
     weight_layers: usize,
     weight_decay: f64,
@@ -41,6 +44,7 @@ impl<T: Float> Network<T> {
     pub fn new() -> Self {
         Network {
             layers: Vec::new(),
+            order: Vec::new(),
             last_layer: SoftmaxWithLoss::new(),
             weight_layers: 0,
             weight_decay: 0.0,
@@ -109,7 +113,22 @@ impl<T: Float> Network<T> {
     }
 
     /// Appends a layer, named after its kind and position (`Affine1`, `Relu1`, `Affine2`).
+    ///
+    /// A layer that commutes with ReLU ([`Layer::commutes_with_relu`], max pooling) pushed
+    /// right after a ReLU that is not the first layer runs before it: the network computes
+    /// the same outputs and gradients to the bit, and the ReLU then works on the pooled
+    /// quarter of the values (SimpleConvNet: 432 000 a batch instead of 1 728 000). Names,
+    /// descriptions and checkpoints keep the order the layers were pushed in.
     pub fn push(&mut self, mut layer: impl Layer<T> + 'static) -> &mut Self {
+        let index = self.layers.len();
+        self.order.push(index);
+        if layer.commutes_with_relu()
+            && index >= 2
+            && self.order[index - 1] == index - 1
+            && self.layers[index - 1].layer.kind() == "Relu"
+        {
+            self.order.swap(index - 1, index);
+        }
         let kind = layer.kind();
         let same_kind = self
             .layers
@@ -142,11 +161,13 @@ impl<T: Float> Network<T> {
     /// Class scores for a batch (inference: nothing is kept, `&self`).
     /// `x: (N, ...) -> (N, C)`, dense or as non-zero entries ([`Input`]).
     pub fn predict(&self, x: impl Into<Input<T>>) -> ArrayD<T> {
-        match self.layers.split_first() {
+        match self.order.split_first() {
             None => x.into().into_dense(),
-            Some((first, rest)) => {
-                let y = first.layer.predict_input(self.shaped(x.into()));
-                rest.iter().fold(y, |x, l| l.layer.predict(x))
+            Some((&first, rest)) => {
+                let y = self.layers[first]
+                    .layer
+                    .predict_input(self.shaped(x.into()));
+                rest.iter().fold(y, |x, &l| self.layers[l].layer.predict(x))
             }
         }
     }
@@ -154,11 +175,12 @@ impl<T: Float> Network<T> {
     /// Training forward pass to the scores, keeping what backward needs.
     pub fn forward(&mut self, x: impl Into<Input<T>>) -> ArrayD<T> {
         let x = self.shaped(x.into());
-        match self.layers.split_first_mut() {
+        let layers = &mut self.layers;
+        match self.order.split_first() {
             None => x.into_dense(),
-            Some((first, rest)) => {
-                let y = first.layer.forward_input(x);
-                rest.iter_mut().fold(y, |x, l| l.layer.forward(x))
+            Some((&first, rest)) => {
+                let y = layers[first].layer.forward_input(x);
+                rest.iter().fold(y, |x, &l| layers[l].layer.forward(x))
             }
         }
     }
@@ -191,13 +213,13 @@ impl<T: Float> Network<T> {
     pub fn backprop(&mut self, x: impl Into<Input<T>>, t: Targets<'_, T>) -> T {
         let loss = self.loss(x, t);
         let mut dout = self.last_layer.backward(T::one());
-        let Some((first, rest)) = self.layers.split_first_mut() else {
+        let Some((&first, rest)) = self.order.split_first() else {
             return loss;
         };
-        for l in rest.iter_mut().rev() {
-            dout = l.layer.backward(dout);
+        for &l in rest.iter().rev() {
+            dout = self.layers[l].layer.backward(dout);
         }
-        first.layer.backward_params(dout);
+        self.layers[first].layer.backward_params(dout);
         if self.weight_decay != 0.0 {
             let lambda = T::of(self.weight_decay);
             self.visit_params(&mut |_, mut p| {
@@ -386,4 +408,76 @@ pub(crate) fn argmax<T: Float>(values: impl Iterator<Item = T>) -> usize {
         }
     }
     best.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Rng;
+    use crate::layers::{Affine, Convolution, Pooling, Relu};
+    use ndarray::{Array1, Array2, Array4};
+
+    /// conv -> relu -> max pool -> affine: the network runs the pooling before the ReLU; the
+    /// same layers run by hand in the book's order give the same loss, scores and gradients,
+    /// bit for bit.
+    #[test]
+    fn max_pooling_after_relu_runs_first_with_the_same_bits() {
+        let mut rng = Rng::new(7);
+        let mut normal = |n: usize| -> Vec<f64> { (0..n).map(|_| rng.normal()).collect() };
+        let w1 = Array4::from_shape_vec((4, 1, 3, 3), normal(36)).unwrap();
+        let b1 = Array1::from_vec(normal(4)) * 0.1;
+        let w2 = Array2::from_shape_vec((36, 3), normal(108)).unwrap();
+        let b2 = Array1::from_vec(normal(3));
+        // small integers besides normals: ties and windows that are all negative
+        let mut x = normal(5 * 8 * 8);
+        x[..64].iter_mut().for_each(|v| *v = (*v * 2.0).round());
+        let x = Array4::from_shape_vec((5, 1, 8, 8), x).unwrap().into_dyn();
+        let labels = [0, 1, 2, 1, 0];
+
+        let mut net = Network::<f64>::new();
+        net.push(Convolution::new(w1.clone(), b1.clone(), 1, 0))
+            .push(Relu::new())
+            .push(Pooling::max(2, 2, 2))
+            .push(Affine::new(w2.clone(), b2.clone()));
+        assert_eq!(net.order, [0, 2, 1, 3]);
+        assert_eq!(net.layer_names(), ["Conv1", "Relu1", "Pool1", "Affine1"]);
+        let loss = net.backprop(x.clone(), Targets::Labels(&labels));
+        let scores = net.predict(x.clone());
+
+        let (mut conv, mut relu, mut pool, mut affine) = (
+            Convolution::new(w1, b1, 1, 0),
+            Relu::new(),
+            Pooling::max(2, 2, 2),
+            Affine::new(w2, b2),
+        );
+        let y = affine.forward(pool.forward(relu.forward(conv.forward(x))));
+        assert_eq!(scores, y);
+        let mut last = SoftmaxWithLoss::new();
+        let book_loss = last.forward_owned(y, Targets::Labels(&labels));
+        assert_eq!(loss.to_bits(), book_loss.to_bits());
+        let d = relu_backward(
+            &mut relu,
+            pool.backward(affine.backward(last.backward(1.0))),
+        );
+        conv.backward_params(d);
+        let grads: Vec<(String, ArrayD<f64>)> = net
+            .params()
+            .into_iter()
+            .map(|(name, p)| (name, p.grad.to_owned()))
+            .collect();
+        let book = [
+            ("W1", conv.dw.into_dyn()),
+            ("b1", conv.db.into_dyn()),
+            ("W2", affine.dw.into_dyn()),
+            ("b2", affine.db.into_dyn()),
+        ];
+        for ((name, grad), (book_name, book_grad)) in grads.iter().zip(&book) {
+            assert_eq!(name, book_name);
+            assert_eq!(grad, book_grad, "{name}");
+        }
+    }
+
+    fn relu_backward(relu: &mut Relu, d: ArrayD<f64>) -> ArrayD<f64> {
+        Layer::<f64>::backward(relu, d)
+    }
 }

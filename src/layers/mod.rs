@@ -135,6 +135,13 @@ pub trait Layer<T: Float>: Send + Sync {
         self.backward(dout);
     }
 
+    /// True for a layer that a ReLU just before it may follow instead, with the same output
+    /// and the same gradients to the bit: max pooling, since max(relu(a), relu(b)) =
+    /// relu(max(a, b)) and the gradient reaches the same pixel (see [`crate::Network::push`]).
+    fn commutes_with_relu(&self) -> bool {
+        false
+    }
+
     /// Layers that draw random numbers in forward (Dropout) reuse their last draw while `hold`
     /// is true, so that the loss is a fixed function of x and the parameters (for gradient
     /// checks). Other layers ignore it.

@@ -293,6 +293,12 @@ impl<T: Float> Layer<T> for Pooling<T> {
         self.pool(&x, None, Vec::new()).into_dyn()
     }
 
+    fn commutes_with_relu(&self) -> bool {
+        // max over a window of relu(x) = relu(max over the window of x); where that is 0
+        // the ReLU's gradient is 0 either way, elsewhere both orders pick the same pixel
+        self.kind == PoolKind::Max
+    }
+
     fn backward(&mut self, dout: ArrayD<T>) -> ArrayD<T> {
         let x_dim = self
             .x_dim
