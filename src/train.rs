@@ -401,7 +401,8 @@ pub fn train_with(
     let mut rng = Rng::new(cfg.seed);
     let mut network = build(cfg, data, &mut rng)?;
     network.set_threads(cfg.threads);
-    let optimizer = optim::by_name::<f32>(&cfg.optimizer, cfg.lr)?;
+    let mut optimizer = optim::by_name::<f32>(&cfg.optimizer, cfg.lr)?;
+    optimizer.set_threads(cfg.threads);
     let (train_set, validation) = split(&data.train, cfg.validation, &mut rng)?;
     let n = train_set.len();
     let mut state = TrainState {

@@ -42,6 +42,10 @@ pub trait Optimizer<T: Float> {
     /// fixed order ([`crate::Network::update`]); it allocates nothing after the first step.
     fn update(&mut self, name: &str, p: Param<'_, T>);
 
+    /// Threads an update may use on a large parameter (each entry is updated on its own, so
+    /// the results do not depend on it). Default: the optimizer ignores it.
+    fn set_threads(&mut self, _threads: usize) {}
+
     /// One update step over all parameters, given in the network's fixed order with their names.
     fn step(&mut self, params: Vec<(String, Param<'_, T>)>) {
         self.begin_step();
