@@ -17,6 +17,7 @@ const S: usize = 3;
 /// Partial sums a row pair keeps (one 256-bit vector of f32).
 const LANES: usize = 8;
 
+use super::madd;
 use crate::Float;
 
 /// C ← C + A·Bᵀ. `a`: (M, L) row-major, `b`: (N, L) row-major, `c`: (M, N) row-major.
@@ -111,11 +112,7 @@ fn lanes<T: Float, const FMA: bool>(
         for i in 0..R {
             for j in 0..S {
                 for t in 0..LANES {
-                    acc[i][j][t] = if FMA {
-                        av[i][t].mul_add(bv[j][t], acc[i][j][t])
-                    } else {
-                        acc[i][j][t] + av[i][t] * bv[j][t]
-                    };
+                    acc[i][j][t] = madd::<T, FMA>(acc[i][j][t], av[i][t], bv[j][t]);
                 }
             }
         }

@@ -27,6 +27,13 @@ use crate::Float;
 use crate::parallel;
 use sparse::SparseRows;
 
+/// acc + a·b: one fused multiply-add where the processor has it (one rounding), else a
+/// multiply and an add. Every kernel's inner step (packed, sparse, dot).
+#[inline(always)]
+pub(crate) fn madd<T: Float, const FMA: bool>(acc: T, a: T, b: T) -> T {
+    if FMA { a.mul_add(b, acc) } else { acc + a * b }
+}
+
 /// A matrix with at least this fraction of zeros takes the zero-skipping path.
 /// NOTE: measured with `cargo bench --bench layers`: the sparse kernels beat matrixmultiply
 /// at the first layer's shapes well below this density; ReLU outputs (about half zeros) are

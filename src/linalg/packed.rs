@@ -23,6 +23,7 @@ use std::cell::RefCell;
 
 use ndarray::{ArrayView2, ArrayViewMut2};
 
+use super::madd;
 use crate::Float;
 
 /// Rows of a micro-tile (A panel height).
@@ -275,11 +276,7 @@ fn micro_kernel<T: Float, const FMA: bool>(
         let b: &[T; NR] = unsafe { &*b.as_ptr().add(p * stride).cast() };
         for i in 0..MR {
             for j in 0..NR {
-                tile[i][j] = if FMA {
-                    a[i].mul_add(b[j], tile[i][j])
-                } else {
-                    tile[i][j] + a[i] * b[j]
-                };
+                tile[i][j] = madd::<T, FMA>(tile[i][j], a[i], b[j]);
             }
         }
     }

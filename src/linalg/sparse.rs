@@ -10,6 +10,7 @@
 
 use std::any::TypeId;
 
+use super::madd;
 use crate::Float;
 
 /// Non-zero entries of a (M, K) matrix, row by row (compressed sparse rows).
@@ -282,13 +283,6 @@ impl<T: Float> SparseRows<T> {
         }
         sparse_ab::<T, false, ACC>(self, b, c, n)
     }
-}
-
-/// acc + a·b: one fused multiply-add where the processor has it (one rounding), else a
-/// multiply and an add.
-#[inline(always)]
-fn madd<T: Float, const FMA: bool>(acc: T, a: T, b: T) -> T {
-    if FMA { a.mul_add(b, acc) } else { acc + a * b }
 }
 
 /// Output columns handled at once: 2 x 32 accumulators stay in registers (8 AVX vectors of f32).
