@@ -235,7 +235,7 @@ impl<T: Float> Layer<T> for Affine<T> {
     fn backward(&mut self, dout: ArrayD<T>) -> ArrayD<T> {
         let dy = Self::dy(dout);
         let (n, (d_in, d_out)) = (dy.nrows(), self.w.dim());
-        if self.threads >= 2 && !self.sparse && n * d_in * d_out >= SIDE_BY_SIDE_WORK {
+        let dx = if self.threads >= 2 && !self.sparse && n * d_in * d_out >= SIDE_BY_SIDE_WORK {
             // dW = xᵀ·dy and dx = dy·Wᵀ are independent: one thread each, each product as
             // on one thread (so the same bits), dx into memory of its own
             let mut dx = match self.dx_spare.take() {
@@ -249,18 +249,19 @@ impl<T: Float> Layer<T> for Affine<T> {
                 Self::param_grads_of(&x, &dy.view(), grads, nz_t, 1);
             });
             self.dx_spare = self.x.take(); // the input's memory takes the next dx
-            self.y_spare = Some(dy);
-            let shape = self.x_shape.clone().expect("set by forward");
-            return dx.into_shape_with_order(shape).expect("same element count");
-        }
-        self.param_grads(&dy.view());
-        // dx = dy·Wᵀ, into the input's memory, then back to the input's original shape
-        let mut dx = match self.x.take() {
-            Some(x) => x,
-            None => Array2::zeros((dy.nrows(), self.w.nrows())), // the input came sparse
+            dx
+        } else {
+            self.param_grads(&dy.view());
+            // dx = dy·Wᵀ, into the input's memory
+            let mut dx = match self.x.take() {
+                Some(x) => x,
+                None => Array2::zeros((n, d_in)), // the input came sparse
+            };
+            matmul_nt(&dy.view(), &self.w.view(), &mut dx.view_mut(), self.threads);
+            dx
         };
-        matmul_nt(&dy.view(), &self.w.view(), &mut dx.view_mut(), self.threads);
         self.y_spare = Some(dy);
+        // back to the input's original shape
         let shape = self.x_shape.clone().expect("set by forward");
         dx.into_shape_with_order(shape).expect("same element count")
     }
