@@ -3,9 +3,9 @@
 use ndarray::{Array1, Array2, ArrayD, ArrayView2, Ix2, IxDyn};
 
 use super::{Input, Layer, Param};
-use crate::Float;
 use crate::linalg::sparse::SparseRows;
 use crate::linalg::{Lhs, SPARSE_ZERO_FRACTION, matmul_nt};
+use crate::{Float, parallel};
 
 /// Affine (fully connected) layer.
 ///
@@ -244,10 +244,11 @@ impl<T: Float> Layer<T> for Affine<T> {
             };
             let x = Self::kept(&self.x, &self.nz, self.sparse);
             let (w, grads, nz_t) = (&self.w, (&mut self.dw, &mut self.db), &mut self.nz_t);
-            std::thread::scope(|s| {
-                s.spawn(|| matmul_nt(&dy.view(), &w.view(), &mut dx.view_mut(), 1));
-                Self::param_grads_of(&x, &dy.view(), grads, nz_t, 1);
-            });
+            parallel::join(
+                2,
+                || Self::param_grads_of(&x, &dy.view(), grads, nz_t, 1),
+                || matmul_nt(&dy.view(), &w.view(), &mut dx.view_mut(), 1),
+            );
             self.dx_spare = self.x.take(); // the input's memory takes the next dx
             dx
         } else {
