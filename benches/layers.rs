@@ -54,7 +54,7 @@ fn bench_layers(c: &mut Criterion) {
         },
     );
     c.bench_function("sparse product Xᵀ·dY, transposed index given", |b| {
-        b.iter(|| csc.matmul_acc(dy_2d.as_slice().unwrap(), dw.as_slice_mut().unwrap()))
+        b.iter(|| csc.matmul_acc(dy_2d.as_slice().unwrap(), dw.as_slice_mut().unwrap(), 1))
     });
 
     let mut affine1 = Affine::new(w1, Array1::zeros(50));

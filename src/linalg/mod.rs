@@ -78,7 +78,7 @@ impl<T: Float> Lhs<'_, T> {
             Lhs::Sparse(a) => {
                 let b = b.as_standard_layout();
                 let c = c.as_slice_mut().expect("C is created contiguous");
-                a.matmul_acc(b.as_slice().expect("standard layout"), c)
+                a.matmul_acc(b.as_slice().expect("standard layout"), c, threads)
             }
         }
     }
@@ -144,9 +144,9 @@ impl<T: Float> Lhs<'_, T> {
                     c.as_slice_mut().expect("C is created contiguous"),
                 );
                 if ACC {
-                    at.matmul_acc(b, c)
+                    at.matmul_acc(b, c, threads)
                 } else {
-                    at.matmul(b, c)
+                    at.matmul(b, c, threads)
                 }
             }
         }
@@ -364,7 +364,7 @@ mod tests {
             // written, not added to: whatever C held (NaN here) is gone, empty rows included
             let mut c = Array2::from_elem((6, n), f64::NAN);
             let nz = nz.as_ref().unwrap();
-            nz.matmul(b.as_slice().unwrap(), c.as_slice_mut().unwrap());
+            nz.matmul(b.as_slice().unwrap(), c.as_slice_mut().unwrap(), 1);
             assert!(
                 (&c - &naive(&a, &b)).iter().all(|d| d.abs() < 1e-12),
                 "A·B written, n = {n}"
@@ -378,6 +378,49 @@ mod tests {
                 (&c - &naive(&at, &b)).iter().all(|d| d.abs() < 1e-12),
                 "Aᵀ·B, n = {n}"
             );
+        }
+    }
+
+    #[test]
+    fn sparse_products_split_over_threads_give_the_same_bits() {
+        // large enough to split (see parallel::threads_for); rows of C of very different
+        // non-zero counts, some empty, so that the parts' boundaries fall unevenly
+        let mut rng = Rng::new(12);
+        let mut a = random(300, 784, 0.8, &mut rng);
+        for r in (0..300).step_by(7) {
+            a.row_mut(r).fill(0.0);
+        }
+        a.slice_mut(ndarray::s![..40, ..]).mapv_inplace(|v| v + 1.0); // 40 dense rows
+        let nz = index(&a.mapv(|v| if v > 0.95 { v } else { 0.0 })).unwrap();
+        let b = random(784, 50, 0.0, &mut rng);
+        let dy = random(300, 50, 0.0, &mut rng);
+        let run = |threads| {
+            let mut c = Array2::from_elem((300, 50), f64::NAN);
+            nz.matmul(b.as_slice().unwrap(), c.as_slice_mut().unwrap(), threads);
+            let mut dw = Array2::zeros((784, 50));
+            Lhs::Sparse(&nz).matmul_tn(
+                &dy.view(),
+                &mut dw.view_mut(),
+                &mut SparseRows::new(0),
+                threads,
+            );
+            (c, dw)
+        };
+        let (c1, dw1) = run(1);
+        assert!(
+            (&c1 - &naive(
+                &Array2::from_shape_vec((300, 784), nz.to_dense()).unwrap(),
+                &b
+            ))
+                .iter()
+                .all(|d| d.abs() < 1e-9)
+        );
+        for threads in [2, 3, 8] {
+            let (c, dw) = run(threads);
+            let same = |x: &Array2<f64>, y: &Array2<f64>| {
+                x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits())
+            };
+            assert!(same(&c, &c1) && same(&dw, &dw1), "{threads} threads");
         }
     }
 }

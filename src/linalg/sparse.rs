@@ -11,7 +11,7 @@
 use std::any::TypeId;
 
 use super::madd;
-use crate::Float;
+use crate::{Float, parallel};
 
 /// Non-zero entries of a (M, K) matrix, row by row (compressed sparse rows).
 #[derive(Clone, Debug)]
@@ -223,37 +223,48 @@ impl<T: Float> SparseRows<T> {
         t.val.clear();
         t.col.reserve(dense);
         t.val.reserve(dense);
-        t.col.resize(self.nnz(), 0);
-        t.val.resize(self.nnz(), T::zero());
-        // row_start[c] serves as row c's cursor: afterwards it points at row c + 1's start
+        // row_start[c] serves as row c's cursor: afterwards it points at row c + 1's start.
+        // NOTE: written into the spare capacity, no zero fill first (it was a fifth of this
+        // function): the cursors cover 0..nnz, every slot once
+        let nnz = self.nnz();
+        let (col, val) = (
+            &mut t.col.spare_capacity_mut()[..nnz],
+            &mut t.val.spare_capacity_mut()[..nnz],
+        );
         for i in 0..self.nrows() {
             let (cols, vals) = self.row(i);
             for (&c, &v) in cols.iter().zip(vals) {
                 let p = &mut t.row_start[c as usize];
-                t.col[*p] = i as u32;
-                t.val[*p] = v;
+                col[*p].write(i as u32);
+                val[*p].write(v);
                 *p += 1;
             }
+        }
+        // SAFETY: the column counts sum to nnz, so the cursors wrote each of 0..nnz once
+        unsafe {
+            t.col.set_len(nnz);
+            t.val.set_len(nnz);
         }
         t.row_start.copy_within(0..self.ncols, 1);
         t.row_start[0] = 0;
     }
 
-    /// C (M, N) += A · B (K, N); row-major slices.
+    /// C (M, N) += A · B (K, N); row-major slices. Split by rows of C over up to `threads`
+    /// threads when large enough; each row is summed as on one thread.
     #[track_caller]
-    pub fn matmul_acc(&self, b: &[T], c: &mut [T]) {
-        self.product::<true>(b, c)
+    pub fn matmul_acc(&self, b: &[T], c: &mut [T], threads: usize) {
+        self.product::<true>(b, c, threads)
     }
 
     /// C (M, N) = A · B (K, N); row-major slices. C is only written (no zeroing pass first).
     #[track_caller]
-    pub fn matmul(&self, b: &[T], c: &mut [T]) {
-        self.product::<false>(b, c)
+    pub fn matmul(&self, b: &[T], c: &mut [T], threads: usize) {
+        self.product::<false>(b, c, threads)
     }
 
     /// C = A·B, plus C's old values when ACC.
     #[track_caller]
-    fn product<const ACC: bool>(&self, b: &[T], c: &mut [T]) {
+    fn product<const ACC: bool>(&self, b: &[T], c: &mut [T], threads: usize) {
         let n = b.len() / self.ncols.max(1);
         assert!(
             b.len() == self.ncols * n && c.len() == self.nrows() * n,
@@ -263,47 +274,81 @@ impl<T: Float> SparseRows<T> {
             self.nrows(),
             self.ncols
         );
+        // NOTE: a non-zero's multiply-adds cost about twice a dense product's (its index, an
+        // unaligned row of B; `cargo bench --bench layers`): counted double
+        let threads = parallel::threads_for(2 * self.nnz() * n, threads);
+        if threads == 1 || n == 0 {
+            return self.rows_product::<ACC>(0, b, c);
+        }
+        // 2 parts a thread of about equal non-zeros (a pixel's column of a batch may hold
+        // none or all), claimed one at a time: a helper that comes late takes fewer
+        let parts = 2 * threads;
+        let total = self.nnz();
+        let mut items = Vec::with_capacity(parts);
+        let (mut first, mut rest) = (0, c);
+        for p in 1..=parts {
+            let end = if p == parts {
+                self.nrows()
+            } else {
+                let goal = self.row_start[0] + total * p / parts;
+                self.row_start
+                    .partition_point(|&s| s < goal)
+                    .clamp(first, self.nrows())
+            };
+            let (part, tail) = rest.split_at_mut((end - first) * n);
+            items.push((first, part));
+            (first, rest) = (end, tail);
+        }
+        parallel::map(items, threads, |(first, c)| {
+            self.rows_product::<ACC>(first, b, c)
+        });
+    }
+
+    /// The rows of C = A·B (+ C) from row `first` on, as many as `c` holds.
+    fn rows_product<const ACC: bool>(&self, first: usize, b: &[T], c: &mut [T]) {
         #[cfg(target_arch = "x86_64")]
         {
             #[target_feature(enable = "avx2,fma")]
             fn avx2_fma<T: Float, const ACC: bool>(
                 a: &SparseRows<T>,
+                first: usize,
                 b: &[T],
                 c: &mut [T],
-                n: usize,
             ) {
-                sparse_ab::<T, true, ACC>(a, b, c, n)
+                sparse_ab::<T, true, ACC>(a, first, b, c)
             }
             if std::arch::is_x86_feature_detected!("avx2")
                 && std::arch::is_x86_feature_detected!("fma")
             {
                 // SAFETY: the processor supports AVX2 and FMA, checked just above.
-                return unsafe { avx2_fma::<T, ACC>(self, b, c, n) };
+                return unsafe { avx2_fma::<T, ACC>(self, first, b, c) };
             }
         }
-        sparse_ab::<T, false, ACC>(self, b, c, n)
+        sparse_ab::<T, false, ACC>(self, first, b, c)
     }
 }
 
 /// Output columns handled at once: 2 x 32 accumulators stay in registers (8 AVX vectors of f32).
 const BLOCK: usize = 32;
 
-/// C (M, N) += A · B (K, N) (or = without ACC), A given by its non-zero entries. Row-major
-/// slices. For each row of C, two blocks of BLOCK columns at a time are summed in registers
-/// over A's non-zeros, so that each row of B is fetched once for 64 columns.
+/// Rows `first..` of C (M, N) += A · B (K, N) (or = without ACC), A given by its non-zero
+/// entries, `c` holding those rows. Row-major slices. For each row of C, two blocks of BLOCK
+/// columns at a time are summed in registers over A's non-zeros, so that each row of B is
+/// fetched once for 64 columns.
 #[inline(always)]
 fn sparse_ab<T: Float, const FMA: bool, const ACC: bool>(
     a: &SparseRows<T>,
+    first: usize,
     b: &[T],
     c: &mut [T],
-    n: usize,
 ) {
+    let n = b.len() / a.ncols.max(1);
     if n == 0 {
         return;
     }
     let zero = [T::zero(); BLOCK];
     for (i, c_row) in c.chunks_exact_mut(n).enumerate() {
-        let (cols, vals) = a.row(i);
+        let (cols, vals) = a.row(first + i);
         if cols.is_empty() {
             // e.g. a pixel that no image of the batch inks: nothing to add
             if !ACC {
