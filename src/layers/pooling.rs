@@ -115,21 +115,31 @@ impl<T: Float> Pooling<T> {
         y.clear();
         y.reserve(n * c * oh * ow);
         let mut scratch = Vec::new();
-        let argmax = match argmax {
-            Some(a) => {
-                a.clear();
-                a
-            }
-            None => &mut scratch,
-        };
+        let mut argmax = argmax;
+        if let Some(a) = argmax.as_deref_mut() {
+            a.clear();
+        }
+        let max_2x2_window = self.window == Self::max(2, 2, 2).window;
         match self.kind {
-            PoolKind::Max if self.window == Self::max(2, 2, 2).window => {
-                max_2x2(src, (h, w), (oh, ow), &mut y, argmax)
+            PoolKind::Max if max_2x2_window && argmax.is_none() => {
+                // inference: the values alone
+                max_2x2_values(src, (h, w), (oh, ow), &mut y)
             }
+            PoolKind::Max if max_2x2_window => max_2x2(
+                src,
+                (h, w),
+                (oh, ow),
+                &mut y,
+                argmax.get_or_insert(&mut scratch),
+            ),
             PoolKind::Max if self.window.pad == 0 => {
+                let argmax = argmax.get_or_insert(&mut scratch);
                 max_inside(src, (h, w), (oh, ow), self.window, &mut y, argmax)
             }
-            _ => self.pool_clipped(src, (h, w), (oh, ow), &mut y, argmax),
+            _ => {
+                let argmax = argmax.get_or_insert(&mut scratch);
+                self.pool_clipped(src, (h, w), (oh, ow), &mut y, argmax)
+            }
         }
         Array4::from_shape_vec((n, c, oh, ow), y).expect("one value per window")
     }
@@ -219,6 +229,38 @@ fn max_2x2<T: Float>(
             );
             y[ox] = best;
             arg[ox] = (top + 2 * ox) as u32 + at;
+        }
+    }
+}
+
+/// [`max_2x2`]'s values without the argmax (inference): the same comparisons in the same
+/// order, so the same value (the sign of a zero included) as training's forward.
+fn max_2x2_values<T: Float>(
+    src: &[T],
+    (h, w): (usize, usize),
+    (oh, ow): (usize, usize),
+    y: &mut Vec<T>,
+) {
+    let planes = src.len() / (h * w);
+    y.resize(planes * oh * ow, T::zero());
+    for (r, y) in y.chunks_exact_mut(ow).enumerate() {
+        let (plane, oy) = (r / oh, r % oh);
+        let top = plane * h * w + 2 * oy * w;
+        let (a, b) = (&src[top..top + 2 * ow], &src[top + w..top + w + 2 * ow]);
+        for (ox, y) in y.iter_mut().enumerate() {
+            let mut best = a[2 * ox];
+            best = if a[2 * ox + 1] > best {
+                a[2 * ox + 1]
+            } else {
+                best
+            };
+            best = if b[2 * ox] > best { b[2 * ox] } else { best };
+            best = if b[2 * ox + 1] > best {
+                b[2 * ox + 1]
+            } else {
+                best
+            };
+            *y = best;
         }
     }
 }
@@ -413,6 +455,22 @@ mod tests {
             fast.pool_clipped(src, (h, w), (oh, ow), &mut y_gen, &mut arg_gen);
             assert_eq!(arg_fast, arg_gen, "{h}x{w} window {win:?}");
             assert_eq!(y_fast, y_gen);
+        }
+    }
+
+    #[test]
+    fn inference_gives_the_training_forwards_bits_zeros_and_ties_included() {
+        // values from {-1, -0, +0, 1}: ties between zeros of either sign decide the sign
+        let mut rng = Rng::new(41);
+        let values = [-1.0f32, -0.0, 0.0, 1.0];
+        for (h, w) in [(24, 24), (6, 8), (7, 5), (7, 9)] {
+            let x = Array::from_shape_fn((3, 2, h, w), |_| values[rng.below(4)]).into_dyn();
+            for mut pool in [Pooling::max(2, 2, 2), Pooling::max(3, 3, 2)] {
+                let predicted = Layer::<f32>::predict(&pool, x.clone());
+                let trained = Layer::<f32>::forward(&mut pool, x.clone());
+                let bits = |a: &ArrayD<f32>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&predicted), bits(&trained), "{h}x{w}");
+            }
         }
     }
 
