@@ -78,6 +78,20 @@ fn bench_conv(c: &mut Criterion) {
             )
         },
     );
+    // the evaluation path: inference on a chunk of 25 images (evaluate.rs), conv then pool
+    let x25 = random((25, 1, 28, 28), &mut rng);
+    c.bench_function("SimpleConvNet conv1 predict, 25 images", |b| {
+        b.iter_batched(|| x25.clone(), |x| conv.predict(x), BatchSize::LargeInput)
+    });
+    let y25 = conv.predict(x25.clone());
+    let pool = Pooling::max(2, 2, 2);
+    c.bench_function("SimpleConvNet pool 2x2 predict, 25 images", |b| {
+        b.iter_batched(
+            || y25.clone(),
+            |y| Layer::<f32>::predict(&pool, y),
+            BatchSize::LargeInput,
+        )
+    });
     for (name, ch, hw) in [
         ("SimpleConvNet pool 2x2 on 30x24x24", 30, 24),
         ("DeepConvNet pool1 2x2 on 16x28x28", 16, 28),
