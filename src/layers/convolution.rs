@@ -4,7 +4,7 @@ use ndarray::{Array1, Array2, Array4, ArrayD, ArrayView2, ArrayViewMut2, Ix4};
 
 use super::{Layer, Param};
 use crate::Float;
-use crate::linalg::{gemm_nt_acc, gemm_serial, row_sums_acc};
+use crate::linalg::{copy_short, gemm_nt_acc, gemm_serial, row_sums_acc};
 use crate::parallel::{self, PARTS};
 
 /// Convolution (the book's `Convolution`, ch. 7.4): `FN` filters of `C x FH x FW` slid over
@@ -145,23 +145,6 @@ fn im2col_image<T: Float>(x: &[T], (c, h, w): (usize, usize, usize), win: Window
                 }
             }
         }
-    }
-}
-
-/// `dst = src` for a run of a few dozen values (an image row, 24 in SimpleConvNet), 8 at a
-/// time inline. NOTE: `copy_from_slice` called the C library's memmove for each row (600
-/// calls an image; 5% of an evaluation in perf), whose set-up costs more than such a copy.
-#[inline(always)]
-fn copy_short<T: Float>(src: &[T], dst: &mut [T]) {
-    let mut d = dst.chunks_exact_mut(8);
-    let mut s = src.chunks_exact(8);
-    for (d, s) in (&mut d).zip(&mut s) {
-        let s: &[T; 8] = s.try_into().expect("8 values");
-        let d: &mut [T; 8] = d.try_into().expect("8 values");
-        *d = *s;
-    }
-    for (d, &s) in d.into_remainder().iter_mut().zip(s.remainder()) {
-        *d = s;
     }
 }
 

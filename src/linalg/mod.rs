@@ -34,6 +34,25 @@ pub(crate) fn madd<T: Float, const FMA: bool>(acc: T, a: T, b: T) -> T {
     if FMA { a.mul_add(b, acc) } else { acc + a * b }
 }
 
+/// `dst = src` for a short run (an image row of 24 values in im2col, a panel row of 10 in
+/// packing), 8 at a time inline. NOTE: `copy_from_slice` of a run-time length called the C
+/// library's memmove for each run (im2col: 600 calls an image, 5% of an evaluation in perf),
+/// whose set-up costs more than such a copy.
+#[inline(always)]
+pub(crate) fn copy_short<T: Copy>(src: &[T], dst: &mut [T]) {
+    assert_eq!(src.len(), dst.len(), "copy_short: lengths differ");
+    let mut d = dst.chunks_exact_mut(8);
+    let mut s = src.chunks_exact(8);
+    for (d, s) in (&mut d).zip(&mut s) {
+        let s: &[T; 8] = s.try_into().expect("8 values");
+        let d: &mut [T; 8] = d.try_into().expect("8 values");
+        *d = *s;
+    }
+    for (d, &s) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *d = s;
+    }
+}
+
 /// A matrix with at least this fraction of zeros takes the zero-skipping path.
 /// NOTE: measured with `cargo bench --bench layers`: the sparse kernels beat matrixmultiply
 /// at the first layer's shapes well below this density; ReLU outputs (about half zeros) are

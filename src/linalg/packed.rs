@@ -23,7 +23,7 @@ use std::cell::RefCell;
 
 use ndarray::{ArrayView2, ArrayViewMut2};
 
-use super::madd;
+use super::{copy_short, madd};
 use crate::Float;
 
 /// Rows of a micro-tile (A panel height).
@@ -247,7 +247,7 @@ fn pack_b<T: Float>(b: &ArrayView2<T>, p0: usize, kc: usize, j0: usize, nc: usiz
             for (p, dst) in panel.chunks_exact_mut(NR).enumerate() {
                 // SAFETY: cols contiguous entries of row p0 + p, inside B
                 let src = unsafe { std::slice::from_raw_parts(ptr(p, 0), cols) };
-                dst[..cols].copy_from_slice(src);
+                copy_short(src, &mut dst[..cols]);
             }
         } else {
             for j in 0..cols {
