@@ -30,7 +30,10 @@ pub const PARTS: usize = 8;
 const MIN_WORK_PER_THREAD: usize = 500_000;
 
 /// How long a helper looks for the next call before it sleeps.
-const SPIN: Duration = Duration::from_micros(30);
+/// NOTE: `backprop bench`, 6 alternating rounds, medians: W1 at 15 / 30 / 60 / 120 µs 1.79 /
+/// 1.60 / 1.61 / 1.52 s, at 300 µs worse again; W2 (4 rounds) 30 µs 0.79 s, 120 µs 0.66 s;
+/// W3 the same within noise. Parking at once or spinning in place (no yield) cost W1 0.3-0.8 s.
+const SPIN: Duration = Duration::from_micros(120);
 
 /// The thread count worth using for `work` multiply-adds, at most `threads`.
 pub fn threads_for(work: usize, threads: usize) -> usize {
