@@ -35,6 +35,9 @@ const MIN_WORK_PER_THREAD: usize = 500_000;
 /// W3 the same within noise. Parking at once or spinning in place (no yield) cost W1 0.3-0.8 s.
 const SPIN: Duration = Duration::from_micros(120);
 
+/// How long a caller spins in place for its helpers' last items before it yields its core.
+const WAIT_IN_PLACE: Duration = Duration::from_micros(10);
+
 /// The thread count worth using for `work` multiply-adds, at most `threads`.
 pub fn threads_for(work: usize, threads: usize) -> usize {
     threads.clamp(1, (work / MIN_WORK_PER_THREAD).max(1))
@@ -213,8 +216,11 @@ fn run(items: usize, threads: usize, body: &(dyn Fn(usize) + Sync)) {
     lock(&pool.state).seats = 0;
     let start = Instant::now();
     while pool.inside.load(Ordering::Acquire) > 0 {
-        if start.elapsed() < SPIN {
+        let waited = start.elapsed();
+        if waited < WAIT_IN_PLACE {
             std::hint::spin_loop();
+        } else if waited < SPIN {
+            thread::yield_now(); // the helper may share this core (three threads on two)
         } else {
             thread::park(); // a leaving helper unparks us
         }
