@@ -9,7 +9,8 @@
 //! items; the calling thread and the helpers claim them one at a time from a shared counter,
 //! so an item no helper has taken yet (a helper asleep, or busy elsewhere) is run by the
 //! caller itself: a call never waits for a helper to wake, only for the items helpers have
-//! already started. After an item a helper spins for [`SPIN`] for the next call, then sleeps.
+//! already started. After an item a helper looks for the next call for [`SPIN`] (yielding its
+//! core meanwhile), then sleeps.
 //! One call at a time uses the helpers; a call made while they serve another (a nested call,
 //! or tests on several threads) runs its items on its own thread.
 
@@ -32,7 +33,8 @@ const MIN_WORK_PER_THREAD: usize = 500_000;
 /// How long a helper looks for the next call before it sleeps.
 /// NOTE: `backprop bench`, 6 alternating rounds, medians: W1 at 15 / 30 / 60 / 120 µs 1.79 /
 /// 1.60 / 1.61 / 1.52 s, at 300 µs worse again; W2 (4 rounds) 30 µs 0.79 s, 120 µs 0.66 s;
-/// W3 the same within noise. Parking at once or spinning in place (no yield) cost W1 0.3-0.8 s.
+/// W3 the same within noise. Parking at once cost W1 0.3-0.7 s, spinning in place (no yield)
+/// 0.5-0.9 s.
 const SPIN: Duration = Duration::from_micros(120);
 
 /// How long a caller spins in place for its helpers' last items before it yields its core.
@@ -87,8 +89,9 @@ pub fn join<A: Send, B: Send>(
 struct Once<T>(UnsafeCell<Option<T>>);
 
 // SAFETY: each `Once` is touched by one thread at a time: the one that claimed its index
-// (claims are unique, see `Task::claim`), then the caller after every claimed item is done
-// (the helpers' exit is synchronised through the pool's mutex).
+// (claims are unique: `Task::work` takes them from one atomic counter), then the caller after
+// every claimed item is done (a helper's exit is a release on `Pool::inside`, which the
+// caller reads with acquire).
 unsafe impl<T: Send> Sync for Once<T> {}
 
 impl<T> Once<T> {

@@ -114,31 +114,20 @@ impl<T: Float> Pooling<T> {
         );
         y.clear();
         y.reserve(n * c * oh * ow);
-        let mut scratch = Vec::new();
-        let mut argmax = argmax;
-        if let Some(a) = argmax.as_deref_mut() {
-            a.clear();
-        }
         let max_2x2_window = self.window == Self::max(2, 2, 2).window;
-        match self.kind {
-            PoolKind::Max if max_2x2_window && argmax.is_none() => {
-                // inference: the values alone
-                max_2x2_values(src, (h, w), (oh, ow), &mut y)
-            }
-            PoolKind::Max if max_2x2_window => max_2x2(
-                src,
-                (h, w),
-                (oh, ow),
-                &mut y,
-                argmax.get_or_insert(&mut scratch),
-            ),
-            PoolKind::Max if self.window.pad == 0 => {
-                let argmax = argmax.get_or_insert(&mut scratch);
-                max_inside(src, (h, w), (oh, ow), self.window, &mut y, argmax)
-            }
-            _ => {
-                let argmax = argmax.get_or_insert(&mut scratch);
-                self.pool_clipped(src, (h, w), (oh, ow), &mut y, argmax)
+        if self.kind == PoolKind::Max && max_2x2_window && argmax.is_none() {
+            // inference: the values alone
+            max_2x2_values(src, (h, w), (oh, ow), &mut y);
+        } else {
+            let mut scratch = Vec::new();
+            let argmax = argmax.unwrap_or(&mut scratch);
+            argmax.clear();
+            match self.kind {
+                PoolKind::Max if max_2x2_window => max_2x2(src, (h, w), (oh, ow), &mut y, argmax),
+                PoolKind::Max if self.window.pad == 0 => {
+                    max_inside(src, (h, w), (oh, ow), self.window, &mut y, argmax)
+                }
+                _ => self.pool_clipped(src, (h, w), (oh, ow), &mut y, argmax),
             }
         }
         Array4::from_shape_vec((n, c, oh, ow), y).expect("one value per window")
