@@ -4,6 +4,7 @@ use ndarray::{Array4, ArrayD, Ix4};
 
 use super::{Layer, Window};
 use crate::Float;
+use crate::parallel::{self, PARTS};
 
 /// What a pooling window reduces to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,12 +30,22 @@ pub enum PoolKind {
 /// # Memory
 /// The argmax buffer is kept from batch to batch, y is written into the last dout's memory
 /// and dx into the last input's: no allocation in a steady-state training step.
+///
+/// # Threads
+/// Max pooling 2x2 stride 2 (the book's networks) splits a training batch's windows over the
+/// threads ([`Layer::set_threads`]); each output is computed as on one thread.
 #[derive(Clone, Debug)]
 pub struct Pooling<T: Float = f32> {
     pub kind: PoolKind,
     pub window: Window,
+    threads: usize,
     x_dim: Option<(usize, usize, usize, usize)>, // (N, C, H, W) of the last training input
     argmax: Vec<u32>, // (N·C·OH·OW) flat index into x of each max, the buffer kept
+    // NOTE: 2x2 stride 2 keeps which of the four pixels won (0 top-left, 1 top-right, 2
+    // bottom-left, 3 bottom-right) instead: a quarter of the argmax's memory, and backward
+    // then writes each dx row once, in order, where zeroing dx and scattering into it walked
+    // it twice (the two took 0.8 ms of a 6.7 ms SimpleConvNet step)
+    corner: Vec<u8>,            // (N·C·OH·OW)
     x_spare: Option<ArrayD<T>>, // the last input's memory: backward writes dx into it
     y_spare: Option<ArrayD<T>>, // the last dout's memory: forward writes y into it
 }
@@ -61,8 +72,10 @@ impl<T: Float> Pooling<T> {
                 stride,
                 pad,
             },
+            threads: 1,
             x_dim: None,
             argmax: Vec::new(),
+            corner: Vec::new(),
             x_spare: None,
             y_spare: None,
         }
@@ -93,10 +106,22 @@ impl<T: Float> Pooling<T> {
         )
     }
 
-    /// The pooled output; with `argmax`, also the flat index into x of each window's maximum
-    /// (max pooling, training).
+    /// True for max pooling 2x2 stride 2 without padding, which has its own kernels.
+    fn is_max_2x2(&self) -> bool {
+        self.kind == PoolKind::Max && self.window == Self::max(2, 2, 2).window
+    }
+
+    /// The pooled output into `y`'s memory. With `kept` (training), also what backward needs:
+    /// the flat index into x of each window's maximum (`argmax`), or for 2x2 windows which of
+    /// the four pixels won (`corner`); the other is left empty.
     #[track_caller]
-    fn pool(&self, x: &ArrayD<T>, argmax: Option<&mut Vec<u32>>, mut y: Vec<T>) -> Array4<T> {
+    fn pool(
+        &self,
+        x: &ArrayD<T>,
+        kept: Option<(&mut Vec<u32>, &mut Vec<u8>)>,
+        mut y: Vec<T>,
+        threads: usize,
+    ) -> Array4<T> {
         let x = x
             .view()
             .into_dimensionality::<Ix4>()
@@ -112,18 +137,35 @@ impl<T: Float> Pooling<T> {
             "Pooling: an input of {} values is more than a u32 index reaches",
             src.len()
         );
-        y.clear();
-        y.reserve(n * c * oh * ow);
-        let max_2x2_window = self.window == Self::max(2, 2, 2).window;
-        if self.kind == PoolKind::Max && max_2x2_window && argmax.is_none() {
-            // inference: the values alone
-            max_2x2_values(src, (h, w), (oh, ow), &mut y);
+        let len = n * c * oh * ow;
+        if self.is_max_2x2() {
+            // every entry of y is written below: a y of the right length is not zeroed first
+            y.truncate(len);
+            y.resize(len, T::zero());
+            let corner = match kept {
+                Some((argmax, corner)) => {
+                    argmax.clear();
+                    corner.truncate(len);
+                    corner.resize(len, 0);
+                    &mut corner[..]
+                }
+                None => &mut [],
+            };
+            let threads = parallel::threads_for(src.len(), threads);
+            max_2x2(src, (h, w), (oh, ow), &mut y, corner, threads);
         } else {
+            y.clear();
+            y.reserve(len);
             let mut scratch = Vec::new();
-            let argmax = argmax.unwrap_or(&mut scratch);
+            let argmax = match kept {
+                Some((argmax, corner)) => {
+                    corner.clear();
+                    argmax
+                }
+                None => &mut scratch,
+            };
             argmax.clear();
             match self.kind {
-                PoolKind::Max if max_2x2_window => max_2x2(src, (h, w), (oh, ow), &mut y, argmax),
                 PoolKind::Max if self.window.pad == 0 => {
                     max_inside(src, (h, w), (oh, ow), self.window, &mut y, argmax)
                 }
@@ -180,80 +222,212 @@ impl<T: Float> Pooling<T> {
 }
 
 /// Max pooling, windows 2x2 stride 2 (the book's networks): two input rows give one output
-/// row. Ties keep the first maximum in (row, column) order, as the general path.
+/// row. Ties keep the first maximum in (row, column) order, as the general path. `corner`
+/// (training) gets which pixel won: 0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right;
+/// left empty (inference), the values alone. The output rows are cut into [`PARTS`] parts
+/// when `threads` > 1.
 fn max_2x2<T: Float>(
     src: &[T],
     (h, w): (usize, usize),
     (oh, ow): (usize, usize),
-    y: &mut Vec<T>,
-    argmax: &mut Vec<u32>,
+    y: &mut [T],
+    corner: &mut [u8],
+    threads: usize,
 ) {
-    let planes = src.len() / (h * w);
-    y.resize(planes * oh * ow, T::zero());
-    argmax.resize(planes * oh * ow, 0);
-    let rows = y.chunks_exact_mut(ow).zip(argmax.chunks_exact_mut(ow));
-    for (r, (y, arg)) in rows.enumerate() {
-        let (plane, oy) = (r / oh, r % oh);
-        let top = plane * h * w + 2 * oy * w;
-        let (r0, r1) = (&src[top..top + 2 * ow], &src[top + w..top + w + 2 * ow]);
-        let (a, b, w) = (r0, r1, w as u32);
-        for ox in 0..ow {
-            // NOTE: selects, not branches: on real activations the winner is a coin toss,
-            // and mispredicted branches made this the slowest loop of a SimpleConvNet step
-            let (mut best, mut at) = (a[2 * ox], 0);
-            let take = a[2 * ox + 1] > best;
-            (best, at) = (
-                if take { a[2 * ox + 1] } else { best },
-                if take { 1 } else { at },
-            );
-            let take = b[2 * ox] > best;
-            (best, at) = (
-                if take { b[2 * ox] } else { best },
-                if take { w } else { at },
-            );
-            let take = b[2 * ox + 1] > best;
-            (best, at) = (
-                if take { b[2 * ox + 1] } else { best },
-                if take { w + 1 } else { at },
-            );
-            y[ox] = best;
-            arg[ox] = (top + 2 * ox) as u32 + at;
-        }
+    let rows = y.len() / ow; // planes·OH
+    if threads == 1 {
+        max_2x2_rows(src, (h, w), (oh, ow), 0, y, corner);
+        return;
     }
+    let per = rows.div_ceil(PARTS).max(1) * ow;
+    let corners: Vec<&mut [u8]> = if corner.is_empty() {
+        (0..rows.div_ceil(per / ow)).map(|_| &mut [][..]).collect()
+    } else {
+        corner.chunks_mut(per).collect()
+    };
+    let parts: Vec<_> = y.chunks_mut(per).zip(corners).enumerate().collect();
+    parallel::map(parts, threads, |(i, (y, corner))| {
+        max_2x2_rows(src, (h, w), (oh, ow), i * per / ow, y, corner)
+    });
 }
 
-/// [`max_2x2`]'s values without the argmax (inference): the same comparisons in the same
-/// order, so the same value (the sign of a zero included) as training's forward.
-fn max_2x2_values<T: Float>(
+/// [`max_2x2`] of the output rows from `first` on (row r: plane r / OH, row r % OH), with
+/// AVX2 where the CPU has it (the loops below are written for LLVM to vectorise).
+fn max_2x2_rows<T: Float>(
     src: &[T],
     (h, w): (usize, usize),
     (oh, ow): (usize, usize),
-    y: &mut Vec<T>,
+    first: usize,
+    y: &mut [T],
+    corner: &mut [u8],
 ) {
-    let planes = src.len() / (h * w);
-    y.resize(planes * oh * ow, T::zero());
-    for (r, y) in y.chunks_exact_mut(ow).enumerate() {
-        let (plane, oy) = (r / oh, r % oh);
-        let top = plane * h * w + 2 * oy * w;
-        let (a, b) = (&src[top..top + 2 * ow], &src[top + w..top + w + 2 * ow]);
-        for (ox, y) in y.iter_mut().enumerate() {
-            let mut best = a[2 * ox];
-            best = if a[2 * ox + 1] > best {
-                a[2 * ox + 1]
+    #[inline(always)]
+    fn rows<T: Float>(
+        src: &[T],
+        (h, w): (usize, usize),
+        (oh, ow): (usize, usize),
+        first: usize,
+        y: &mut [T],
+        corner: &mut [u8],
+    ) {
+        for (i, y) in y.chunks_exact_mut(ow).enumerate() {
+            let (plane, oy) = ((first + i) / oh, (first + i) % oh);
+            let top = plane * h * w + 2 * oy * w;
+            let (a, b) = (&src[top..top + 2 * ow], &src[top + w..top + w + 2 * ow]);
+            if corner.is_empty() {
+                max_2x2_row_values(a, b, y);
             } else {
-                best
-            };
-            best = if b[2 * ox] > best { b[2 * ox] } else { best };
-            best = if b[2 * ox + 1] > best {
-                b[2 * ox + 1]
-            } else {
-                best
-            };
-            *y = best;
+                max_2x2_row(a, b, y, &mut corner[i * ow..(i + 1) * ow]);
+            }
         }
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2")]
+        unsafe fn rows_avx2<T: Float>(
+            src: &[T],
+            hw: (usize, usize),
+            out: (usize, usize),
+            first: usize,
+            y: &mut [T],
+            corner: &mut [u8],
+        ) {
+            rows(src, hw, out, first, y, corner)
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has the feature the function is compiled for
+            unsafe { rows_avx2(src, (h, w), (oh, ow), first, y, corner) };
+            return;
+        }
+    }
+    rows(src, (h, w), (oh, ow), first, y, corner)
+}
+
+/// One output row: `a` and `b` the window's two input rows.
+#[inline(always)]
+fn max_2x2_row<T: Float>(a: &[T], b: &[T], y: &mut [T], corner: &mut [u8]) {
+    let windows = a.chunks_exact(2).zip(b.chunks_exact(2));
+    for ((y, k), (a, b)) in y.iter_mut().zip(corner.iter_mut()).zip(windows) {
+        // NOTE: selects, not branches: on real activations the winner is a coin toss,
+        // and mispredicted branches made this the slowest loop of a SimpleConvNet step
+        let (mut best, mut at) = (a[0], 0u8);
+        let take = a[1] > best;
+        (best, at) = (if take { a[1] } else { best }, if take { 1 } else { at });
+        let take = b[0] > best;
+        (best, at) = (if take { b[0] } else { best }, if take { 2 } else { at });
+        let take = b[1] > best;
+        (best, at) = (if take { b[1] } else { best }, if take { 3 } else { at });
+        *y = best;
+        *k = at;
     }
 }
 
+/// [`max_2x2_row`]'s values without the corner (inference): the same comparisons in the
+/// same order, so the same value (the sign of a zero included) as training's forward.
+#[inline(always)]
+fn max_2x2_row_values<T: Float>(a: &[T], b: &[T], y: &mut [T]) {
+    let windows = a.chunks_exact(2).zip(b.chunks_exact(2));
+    for (y, (a, b)) in y.iter_mut().zip(windows) {
+        let mut best = a[0];
+        best = if a[1] > best { a[1] } else { best };
+        best = if b[0] > best { b[0] } else { best };
+        best = if b[1] > best { b[1] } else { best };
+        *y = best;
+    }
+}
+
+/// dx of [`max_2x2`], whole planes: each window's gradient goes to the pixel that won, every
+/// other entry (rows and columns no window covers included) is zero. dx is written in order,
+/// each entry once; the planes are cut into [`PARTS`] parts when `threads` > 1.
+fn unpool_2x2<T: Float>(
+    dy: &[T],
+    corner: &[u8],
+    (h, w): (usize, usize),
+    (oh, ow): (usize, usize),
+    dx: &mut [T],
+    threads: usize,
+) {
+    let planes = dx.len() / (h * w);
+    if threads == 1 {
+        unpool_2x2_planes(dy, corner, (h, w), (oh, ow), dx);
+        return;
+    }
+    let per = planes.div_ceil(PARTS).max(1);
+    let parts: Vec<_> = dx
+        .chunks_mut(per * h * w)
+        .zip(dy.chunks(per * oh * ow).zip(corner.chunks(per * oh * ow)))
+        .collect();
+    parallel::map(parts, threads, |(dx, (dy, corner))| {
+        unpool_2x2_planes(dy, corner, (h, w), (oh, ow), dx)
+    });
+}
+
+/// [`unpool_2x2`] on one thread, with AVX2 where the CPU has it.
+fn unpool_2x2_planes<T: Float>(
+    dy: &[T],
+    corner: &[u8],
+    (h, w): (usize, usize),
+    (oh, ow): (usize, usize),
+    dx: &mut [T],
+) {
+    #[inline(always)]
+    fn planes<T: Float>(
+        dy: &[T],
+        corner: &[u8],
+        (h, w): (usize, usize),
+        (oh, ow): (usize, usize),
+        dx: &mut [T],
+    ) {
+        let planes = dx
+            .chunks_exact_mut(h * w)
+            .zip(dy.chunks_exact(oh * ow).zip(corner.chunks_exact(oh * ow)));
+        for (dx, (dy, corner)) in planes {
+            let (pairs, rest) = dx.split_at_mut(2 * oh * w);
+            let rows = dy.chunks_exact(ow).zip(corner.chunks_exact(ow));
+            for (pair, (dy, corner)) in pairs.chunks_exact_mut(2 * w).zip(rows) {
+                let (top, bottom) = pair.split_at_mut(w);
+                unpool_2x2_row(dy, corner, top, bottom);
+                top[2 * ow..].fill(T::zero());
+                bottom[2 * ow..].fill(T::zero());
+            }
+            rest.fill(T::zero());
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2")]
+        unsafe fn planes_avx2<T: Float>(
+            dy: &[T],
+            corner: &[u8],
+            hw: (usize, usize),
+            out: (usize, usize),
+            dx: &mut [T],
+        ) {
+            planes(dy, corner, hw, out, dx)
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has the feature the function is compiled for
+            unsafe { planes_avx2(dy, corner, (h, w), (oh, ow), dx) };
+            return;
+        }
+    }
+    planes(dy, corner, (h, w), (oh, ow), dx)
+}
+
+/// One row of windows: `top` and `bottom` the two dx rows under them.
+#[inline(always)]
+fn unpool_2x2_row<T: Float>(dy: &[T], corner: &[u8], top: &mut [T], bottom: &mut [T]) {
+    let zero = T::zero();
+    let windows = top.chunks_exact_mut(2).zip(bottom.chunks_exact_mut(2));
+    for ((&g, &k), (t, b)) in dy.iter().zip(corner).zip(windows) {
+        // 0 + g, as adding into a zeroed dx gave: a gradient of -0 lands as +0
+        let g = zero + g;
+        t[0] = if k == 0 { g } else { zero };
+        t[1] = if k == 1 { g } else { zero };
+        b[0] = if k == 2 { g } else { zero };
+        b[1] = if k == 3 { g } else { zero };
+    }
+}
 /// Max pooling without padding: every window lies inside the image.
 fn max_inside<T: Float>(
     src: &[T],
@@ -307,13 +481,16 @@ impl<T: Float> Layer<T> for Pooling<T> {
     }
 
     fn forward(&mut self, x: ArrayD<T>) -> ArrayD<T> {
-        let mut argmax = std::mem::take(&mut self.argmax);
+        let (mut argmax, mut corner) = (
+            std::mem::take(&mut self.argmax),
+            std::mem::take(&mut self.corner),
+        );
         let y = match self.y_spare.take().map(|y| y.into_raw_vec_and_offset()) {
             Some((y, Some(0))) => y,
             _ => Vec::new(),
         };
-        let y = self.pool(&x, Some(&mut argmax), y);
-        self.argmax = argmax;
+        let y = self.pool(&x, Some((&mut argmax, &mut corner)), y, self.threads);
+        (self.argmax, self.corner) = (argmax, corner);
         let s = x.shape();
         self.x_dim = Some((s[0], s[1], s[2], s[3]));
         self.x_spare = Some(x);
@@ -321,7 +498,11 @@ impl<T: Float> Layer<T> for Pooling<T> {
     }
 
     fn predict(&self, x: ArrayD<T>) -> ArrayD<T> {
-        self.pool(&x, None, Vec::new()).into_dyn()
+        self.pool(&x, None, Vec::new(), self.threads).into_dyn()
+    }
+
+    fn set_threads(&mut self, threads: usize) {
+        self.threads = threads.max(1);
     }
 
     fn commutes_with_relu(&self) -> bool {
@@ -345,6 +526,20 @@ impl<T: Float> Layer<T> for Pooling<T> {
             (x_dim.0, x_dim.1, oh, ow),
             "Pooling::backward: dout shape"
         );
+        if self.is_max_2x2() {
+            // dx goes into the input's memory, every entry written
+            let mut dx = match self.x_spare.take().map(|x| x.into_dimensionality::<Ix4>()) {
+                Some(Ok(x)) if x.dim() == x_dim && x.is_standard_layout() => x,
+                _ => Array4::<T>::zeros(x_dim),
+            };
+            let dy = dy.as_standard_layout();
+            let flat = dx.as_slice_mut().expect("standard layout");
+            let threads = parallel::threads_for(flat.len(), self.threads);
+            let dy = dy.as_slice().expect("standard layout");
+            unpool_2x2(dy, &self.corner, (h, w), (oh, ow), flat, threads);
+            self.y_spare = Some(dout);
+            return dx.into_dyn();
+        }
         // dx goes into the input's memory, zeroed (the gradients add into it)
         let mut dx = match self.x_spare.take().map(|x| x.into_dimensionality::<Ix4>()) {
             Some(Ok(mut x)) if x.dim() == x_dim && x.is_standard_layout() => {
@@ -435,15 +630,29 @@ mod tests {
             let fast = Pooling::max(win.0, win.1, win.2);
             let (oh, ow) = fast.window.output(h, w);
             let src = x.as_slice().unwrap();
-            let mut arg_fast = Vec::new();
-            let y_fast = fast
-                .pool(&x, Some(&mut arg_fast), Vec::new())
-                .into_raw_vec_and_offset()
-                .0;
-            let (mut y_gen, mut arg_gen) = (Vec::new(), Vec::new());
-            fast.pool_clipped(src, (h, w), (oh, ow), &mut y_gen, &mut arg_gen);
-            assert_eq!(arg_fast, arg_gen, "{h}x{w} window {win:?}");
-            assert_eq!(y_fast, y_gen);
+            for threads in [1, 2, 3] {
+                let (mut arg_fast, mut corner) = (Vec::new(), Vec::new());
+                let y_fast = fast
+                    .pool(&x, Some((&mut arg_fast, &mut corner)), Vec::new(), threads)
+                    .into_raw_vec_and_offset()
+                    .0;
+                if fast.is_max_2x2() {
+                    // the corner as a flat index: window r·OW + ox of plane r / OH
+                    assert!(arg_fast.is_empty());
+                    arg_fast = (corner.iter().enumerate())
+                        .map(|(i, &k)| {
+                            let (r, ox) = (i / ow, i % ow);
+                            let (plane, oy) = (r / oh, r % oh);
+                            let (dy, dx) = (k as usize / 2, k as usize % 2);
+                            (plane * h * w + (2 * oy + dy) * w + 2 * ox + dx) as u32
+                        })
+                        .collect();
+                }
+                let (mut y_gen, mut arg_gen) = (Vec::new(), Vec::new());
+                fast.pool_clipped(src, (h, w), (oh, ow), &mut y_gen, &mut arg_gen);
+                assert_eq!(arg_fast, arg_gen, "{h}x{w} window {win:?}");
+                assert_eq!(y_fast, y_gen);
+            }
         }
     }
 
@@ -459,6 +668,43 @@ mod tests {
                 let trained = Layer::<f32>::forward(&mut pool, x.clone());
                 let bits = |a: &ArrayD<f32>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&predicted), bits(&trained), "{h}x{w}");
+            }
+        }
+    }
+
+    #[test]
+    fn max_2x2_backward_is_the_scatter_into_zeros_on_any_thread_count() {
+        // odd sizes leave a row and a column out of every window; a batch of 1.2M values is
+        // split over the threads (see parallel::threads_for), forward and backward
+        let mut rng = Rng::new(42);
+        let values = [-1.0f32, -0.0, 0.0, 1.0, 2.0];
+        for (n, h, w) in [(2, 7, 5), (2, 6, 8), (64, 24, 26)] {
+            let x = Array::from_shape_fn((n, 30, h, w), |_| values[rng.below(5)]).into_dyn();
+            let dy_values = [-0.0f32, 0.5, -2.0];
+            let (oh, ow) = (h / 2, w / 2);
+            let dy = Array::from_shape_fn((n, 30, oh, ow), |_| dy_values[rng.below(3)]).into_dyn();
+            // the general path's argmax, scattered into zeros
+            let (mut y_gen, mut argmax) = (Vec::new(), Vec::new());
+            let pool = Pooling::<f32>::max(2, 2, 2);
+            let src = x.as_slice().unwrap();
+            pool.pool_clipped(src, (h, w), (oh, ow), &mut y_gen, &mut argmax);
+            let mut expected = vec![0.0f32; x.len()];
+            for (&k, &g) in argmax.iter().zip(dy.iter()) {
+                expected[k as usize] += g;
+            }
+            let bits = |a: &[f32]| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            for threads in [1, 2, 3] {
+                let mut pool = Pooling::<f32>::max(2, 2, 2);
+                Layer::<f32>::set_threads(&mut pool, threads);
+                let y = Layer::<f32>::forward(&mut pool, x.clone());
+                assert_eq!(bits(y.as_slice().unwrap()), bits(&y_gen), "{h}x{w}");
+                // backward writes over the forward's input: every entry must be written
+                let dx = Layer::<f32>::backward(&mut pool, dy.clone());
+                assert_eq!(
+                    bits(dx.as_slice().unwrap()),
+                    bits(&expected),
+                    "{n}x30x{h}x{w}, {threads} threads"
+                );
             }
         }
     }
