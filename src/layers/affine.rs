@@ -3,9 +3,9 @@
 use ndarray::{Array1, Array2, ArrayD, ArrayView2, Ix2, IxDyn};
 
 use super::{Input, Layer, Param};
+use crate::Float;
 use crate::linalg::sparse::SparseRows;
 use crate::linalg::{Lhs, SPARSE_ZERO_FRACTION, matmul_nt};
-use crate::{Float, parallel};
 
 /// Affine (fully connected) layer.
 ///
@@ -27,25 +27,18 @@ use crate::{Float, parallel};
 /// forward's y; the input's non-zero index and its transpose are rebuilt in place.
 #[derive(Clone, Debug)]
 pub struct Affine<T: Float = f32> {
-    pub w: Array2<T>,            // (D_in, D_out)
-    pub b: Array1<T>,            // (D_out)
-    pub dw: Array2<T>,           // (D_in, D_out)
-    pub db: Array1<T>,           // (D_out)
-    x: Option<Array2<T>>,        // (N, D_in) the flattened input, kept for dW; becomes dx
-    nz: Option<SparseRows<T>>,   // (N, D_in) its non-zero entries, when it is mostly zeros
-    sparse: bool,                // whether the last forward went through `nz`
-    nz_t: SparseRows<T>,         // (D_in, N) the transpose of `nz`, for dW
-    x_shape: Option<IxDyn>,      // the input's original shape, for dx
-    y_spare: Option<Array2<T>>,  // (N, D_out) memory for the next y (the last dout)
-    dx_spare: Option<Array2<T>>, // (N, D_in) memory for dx when dW is computed beside it
+    pub w: Array2<T>,           // (D_in, D_out)
+    pub b: Array1<T>,           // (D_out)
+    pub dw: Array2<T>,          // (D_in, D_out)
+    pub db: Array1<T>,          // (D_out)
+    x: Option<Array2<T>>,       // (N, D_in) the flattened input, kept for dW; becomes dx
+    nz: Option<SparseRows<T>>,  // (N, D_in) its non-zero entries, when it is mostly zeros
+    sparse: bool,               // whether the last forward went through `nz`
+    nz_t: SparseRows<T>,        // (D_in, N) the transpose of `nz`, for dW
+    x_shape: Option<IxDyn>,     // the input's original shape, for dx
+    y_spare: Option<Array2<T>>, // (N, D_out) memory for the next y (the last dout)
     threads: usize,
 }
-
-/// Multiply-adds of each backward product from which, with two threads or more, dW and dx
-/// are computed side by side (one thread each) rather than one after the other, each split.
-/// NOTE: each product then runs whole on one core, with none of a split's second packing
-/// (W3's 4320x100 layer: 1.58 -> 1.1-1.2 ms a backward, `cargo bench --bench layers`).
-const SIDE_BY_SIDE_WORK: usize = 4_000_000;
 
 impl<T: Float> Affine<T> {
     /// A layer with the given weights `(D_in, D_out)` and bias `(D_out)`.
@@ -71,7 +64,6 @@ impl<T: Float> Affine<T> {
             nz_t: SparseRows::new(0),
             x_shape: None,
             y_spare: None,
-            dx_spare: None,
             threads: 1,
         }
     }
@@ -234,33 +226,18 @@ impl<T: Float> Layer<T> for Affine<T> {
 
     fn backward(&mut self, dout: ArrayD<T>) -> ArrayD<T> {
         let dy = Self::dy(dout);
-        let (n, (d_in, d_out)) = (dy.nrows(), self.w.dim());
-        let dx = if self.threads >= 2 && !self.sparse && n * d_in * d_out >= SIDE_BY_SIDE_WORK {
-            // dW = xᵀ·dy and dx = dy·Wᵀ are independent: one thread each, each product as
-            // on one thread (so the same bits), dx into memory of its own
-            let mut dx = match self.dx_spare.take() {
-                Some(dx) if dx.dim() == (n, d_in) => dx,
-                _ => Array2::zeros((n, d_in)),
-            };
-            let x = Self::kept(&self.x, &self.nz, self.sparse);
-            let (w, grads, nz_t) = (&self.w, (&mut self.dw, &mut self.db), &mut self.nz_t);
-            parallel::join(
-                2,
-                || Self::param_grads_of(&x, &dy.view(), grads, nz_t, 1),
-                || matmul_nt(&dy.view(), &w.view(), &mut dx.view_mut(), 1),
-            );
-            self.dx_spare = self.x.take(); // the input's memory takes the next dx
-            dx
-        } else {
-            self.param_grads(&dy.view());
-            // dx = dy·Wᵀ, into the input's memory
-            let mut dx = match self.x.take() {
-                Some(x) => x,
-                None => Array2::zeros((n, d_in)), // the input came sparse
-            };
-            matmul_nt(&dy.view(), &self.w.view(), &mut dx.view_mut(), self.threads);
-            dx
+        let (n, d_in) = (dy.nrows(), self.w.nrows());
+        // NOTE: dW and dx one after the other, each split over the threads. Computing them side
+        // by side (one thread each, dx into memory of its own) was faster when a split cost a
+        // thread spawn; with the helper threads it is slower: `backprop bench --workload W3`,
+        // 4 alternating rounds, 4.15-5.04 s side by side, 3.80-4.04 s one after the other.
+        self.param_grads(&dy.view());
+        // dx = dy·Wᵀ, into the input's memory
+        let mut dx = match self.x.take() {
+            Some(x) => x,
+            None => Array2::zeros((n, d_in)), // the input came sparse
         };
+        matmul_nt(&dy.view(), &self.w.view(), &mut dx.view_mut(), self.threads);
         self.y_spare = Some(dy);
         // back to the input's original shape
         let shape = self.x_shape.clone().expect("set by forward");
@@ -363,10 +340,10 @@ mod tests {
     }
 
     #[test]
-    fn two_threads_compute_dw_and_dx_side_by_side_with_the_same_bits() {
+    fn two_threads_give_the_same_bits() {
         let mut rng = Rng::new(5);
-        let (n, d_in, d_out) = (40, 400, 300); // above SIDE_BY_SIDE_WORK
-        assert!(n * d_in * d_out >= SIDE_BY_SIDE_WORK);
+        let (n, d_in, d_out) = (40, 400, 300); // large enough to split (parallel::threads_for)
+        assert!(crate::parallel::threads_for(n * d_in * d_out, 2) == 2);
         let mut one = random_affine(d_in, d_out, &mut rng);
         let mut two = one.clone();
         Layer::<f64>::set_threads(&mut two, 2);
@@ -383,7 +360,6 @@ mod tests {
             assert_eq!(dx1, dx2, "step {step}");
             assert_eq!((&one.dw, &one.db), (&two.dw, &two.db), "step {step}");
         }
-        assert!(two.dx_spare.is_some(), "the side-by-side path ran");
     }
 
     #[test]
