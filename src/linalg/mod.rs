@@ -306,14 +306,16 @@ mod tests {
 
     #[test]
     fn packed_product_matches_the_triple_loop_across_its_blocks() {
-        // Shapes below, at and across MR (6), NR (16), MC (144), KC (256) and NC (4080);
-        // operands transposed (column strides); β = 0 over NaN, β = 1, β = 2.
+        // Shapes below, at and across MR (6), NR (16), MC (144), KC (256) and NC (4080); A
+        // read in place (N <= DIRECT_N, 128) and packed; operands transposed (column
+        // strides); β = 0 over NaN, β = 1, β = 2.
         let mut rng = Rng::new(3);
         for (m, k, n) in [
             (1, 1, 1),
             (6, 16, 16),
             (7, 17, 33),
             (150, 300, 20),
+            (13, 270, 150),
             (5, 3, 4100),
         ] {
             let a = random(m, k, 0.0, &mut rng);
