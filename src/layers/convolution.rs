@@ -4,7 +4,7 @@ use ndarray::{Array1, Array2, Array4, ArrayD, ArrayView2, ArrayViewMut2, Ix4};
 
 use super::{Layer, Param};
 use crate::Float;
-use crate::linalg::{copy_short, gemm_nt_acc, gemm_serial, row_sums_acc};
+use crate::linalg::{copy_short, gemm_nt_acc, gemm_serial, gemm_serial_bias, row_sums_acc};
 use crate::parallel::{self, PARTS};
 
 /// Convolution (the book's `Convolution`, ch. 7.4): `FN` filters of `C x FH x FW` slid over
@@ -231,15 +231,13 @@ fn w_rows<T: Float>(w: &Array4<T>) -> ArrayView2<'_, T> {
         .expect("standard layout")
 }
 
-/// y_i = Wc·col_i + b for one image, col_i already in `col`.
+/// y_i = Wc·col_i + b for one image, col_i already in `col`; y_i is only written.
 fn convolve_image<T: Float>(wc: &ArrayView2<T>, b: &Array1<T>, col: &[T], y: &mut [T]) {
     let q = col.len() / wc.ncols();
-    for (row, &bias) in y.chunks_exact_mut(q).zip(b) {
-        row.fill(bias);
-    }
     let col = ArrayView2::from_shape((wc.ncols(), q), col).expect("K x Q");
     let mut y = ArrayViewMut2::from_shape((wc.nrows(), q), y).expect("FN x Q");
-    gemm_serial(wc, &col, T::one(), &mut y);
+    let b = b.as_slice().expect("a bias vector is contiguous");
+    gemm_serial_bias(wc, &col, b, &mut y);
 }
 
 impl<T: Float> Convolution<T> {

@@ -19,7 +19,7 @@ mod packed;
 pub mod sparse;
 
 pub use dot::{gemm_nt_acc, row_sums_acc};
-pub use packed::gemm_serial;
+pub use packed::{gemm_serial, gemm_serial_bias};
 
 use ndarray::{ArrayView2, ArrayViewMut2, Axis};
 
@@ -340,6 +340,28 @@ mod tests {
                     assert!(err < 1e-12, "{m}x{k}x{n}, beta {beta}: error {err}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn a_row_bias_gives_the_bits_of_filling_c_with_it_then_adding() {
+        // depth 0, within one block, across blocks (KC = 256); C first holds NaN, which must
+        // be overwritten
+        let mut rng = Rng::new(13);
+        for (m, k, n) in [(4, 0, 5), (30, 25, 40), (7, 300, 20)] {
+            let a = random(m, k, 0.0, &mut rng).mapv(|v| v as f32);
+            let b = random(k, n, 0.0, &mut rng).mapv(|v| v as f32);
+            let bias: Vec<f32> = (0..m).map(|_| rng.normal() as f32).collect();
+            let mut filled = Array2::from_shape_fn((m, n), |(i, _)| bias[i]);
+            gemm_serial(&a.view(), &b.view(), 1.0, &mut filled.view_mut());
+            let mut c = Array2::from_elem((m, n), f32::NAN);
+            packed::gemm_serial_bias(&a.view(), &b.view(), &bias, &mut c.view_mut());
+            assert!(
+                c.iter()
+                    .zip(&filled)
+                    .all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{m}x{k}x{n}"
+            );
         }
     }
 
