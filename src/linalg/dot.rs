@@ -6,14 +6,17 @@
 //! ```
 //! A convolution's filter gradient is this product for every image (`dWc += dy_i·col_iᵀ`: both
 //! run along the image's output positions). A packed GEMM would transpose both operands into
-//! panels; here a 3 x 3 tile of C is kept as nine 8-lane sums while the six rows stream
+//! panels; here a 5 x 2 tile of C is kept as ten 8-lane sums while the seven rows stream
 //! through once, lane `t` summing the positions `q ≡ t (mod 8)`, and the lanes are added up at
 //! the end. For a given L every entry is summed in the same order, whatever the tile.
 
 /// Rows of A in a tile.
-const R: usize = 3;
+/// NOTE: SimpleConvNet's dW (30x25 over 576 positions), one thread, one col in cache: 3 x 3
+/// tiles 59-60 GFLOP/s, 5 x 2 80-84, 6 x 2 77-83, 10 x 1 75, 4 x 2 63-73; 3 x 2, 4 x 3 and
+/// 6 x 1 10-30 (LLVM kept their sums in memory). Check the rate when changing R or S.
+const R: usize = 5;
 /// Rows of B in a tile.
-const S: usize = 3;
+const S: usize = 2;
 /// Partial sums a row pair keeps (one 256-bit vector of f32).
 const LANES: usize = 8;
 
