@@ -41,7 +41,7 @@ const KC: usize = 256;
 /// Columns of B packed at a time.
 const NC: usize = 4080;
 /// At most this many rows of A, a row-major B is read in place rather than packed: its packing
-/// would be a large share of so short a product (an evaluation chunk of 25 images through a
+/// would be a large share of so short a product (an evaluation chunk of 30 images through a
 /// 4320x100 affine layer; a convolution's 30 filters over one image's columns).
 const DIRECT_M: usize = 32;
 /// At most this many columns of B, A is read in place rather than packed: its packing is then
