@@ -65,11 +65,34 @@ fn adam_entry<T: Float>(w: &mut T, m: &mut T, v: &mut T, g: T, consts: Consts<T>
     *w = *w - step_size * *m / (v.sqrt() / sqrt_bc2 + eps);
 }
 
-/// [`adam_entry`] over slices.
-fn adam_entries<T: Float>((w, m, v, g): (&mut [T], &mut [T], &mut [T], &[T]), consts: Consts<T>) {
-    for (((w, m), v), &g) in w.iter_mut().zip(m).zip(v).zip(g) {
-        adam_entry(w, m, v, g, consts);
+/// [`adam_entry`] over slices, compiled for AVX2 as well and picked at run time where the CPU
+/// has it (8 entries a vector; no FMA, so the same roundings, the same bits).
+/// NOTE: the divisions and the square root bound this loop, not memory: SimpleConvNet's
+/// 432 000-entry weight, medians of 380 updates: one thread 345-372 -> 187-190 µs, two threads
+/// 192-217 -> 96-110 µs.
+fn adam_entries<T: Float>(slices: (&mut [T], &mut [T], &mut [T], &[T]), consts: Consts<T>) {
+    #[inline(always)]
+    fn entries<T: Float>((w, m, v, g): (&mut [T], &mut [T], &mut [T], &[T]), consts: Consts<T>) {
+        for (((w, m), v), &g) in w.iter_mut().zip(m).zip(v).zip(g) {
+            adam_entry(w, m, v, g, consts);
+        }
     }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2")]
+        unsafe fn entries_avx2<T: Float>(
+            slices: (&mut [T], &mut [T], &mut [T], &[T]),
+            consts: Consts<T>,
+        ) {
+            entries(slices, consts)
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has the feature the function is compiled for
+            unsafe { entries_avx2(slices, consts) };
+            return;
+        }
+    }
+    entries(slices, consts)
 }
 
 impl<T: Float> Adam<T> {
@@ -120,6 +143,15 @@ impl<T: Float> Optimizer<T> for Adam<T> {
                 .map(|(((w, m), v), g)| (w, m, v, g))
                 .collect();
             parallel::map(parts, threads, |p| adam_entries(p, consts));
+            return;
+        }
+        if let (Some(w), Some(m), Some(v), Some(g)) = (
+            p.value.as_slice_mut(),
+            m.as_slice_mut(),
+            v.as_slice_mut(),
+            p.grad.as_slice(),
+        ) {
+            adam_entries((w, m, v, g), consts);
             return;
         }
         Zip::from(&mut p.value)
