@@ -53,6 +53,28 @@ pub(crate) fn copy_short<T: Copy>(src: &[T], dst: &mut [T]) {
     }
 }
 
+/// Runs `f` compiled for AVX2 where the CPU has it, else as it is: an element-wise loop
+/// written for LLVM to vectorise (Adam's) then runs 8 f32 lanes wide instead of SSE2's 4. No
+/// FMA is enabled, so the results are the same bits on either path.
+/// NOTE: only what LLVM inlines into the AVX2 copy gets AVX2: a small closure is, but max
+/// pooling's row loops behind a closure ran at half their speed (not inlined, so compiled for
+/// SSE2); they keep functions of their own with `#[target_feature]`. Time what you wrap.
+#[inline(always)]
+pub(crate) fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has the feature the function is compiled for
+            return unsafe { avx2(f) };
+        }
+    }
+    f()
+}
+
 /// A matrix with at least this fraction of zeros takes the zero-skipping path.
 /// NOTE: measured with `cargo bench --bench layers`: the sparse kernels beat matrixmultiply
 /// at the first layer's shapes well below this density; ReLU outputs (about half zeros) are

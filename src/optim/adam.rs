@@ -6,6 +6,7 @@ use super::{Optimizer, OptimizerState, Slots, no_leftovers};
 use crate::Float;
 use crate::error::Result;
 use crate::layers::Param;
+use crate::linalg::with_avx2;
 use crate::parallel;
 
 /// Hyperparameters of [`Adam`].
@@ -70,29 +71,12 @@ fn adam_entry<T: Float>(w: &mut T, m: &mut T, v: &mut T, g: T, consts: Consts<T>
 /// NOTE: the divisions and the square root bound this loop, not memory: SimpleConvNet's
 /// 432 000-entry weight, medians of 380 updates: one thread 345-372 -> 187-190 µs, two threads
 /// 192-217 -> 96-110 µs.
-fn adam_entries<T: Float>(slices: (&mut [T], &mut [T], &mut [T], &[T]), consts: Consts<T>) {
-    #[inline(always)]
-    fn entries<T: Float>((w, m, v, g): (&mut [T], &mut [T], &mut [T], &[T]), consts: Consts<T>) {
+fn adam_entries<T: Float>((w, m, v, g): (&mut [T], &mut [T], &mut [T], &[T]), consts: Consts<T>) {
+    with_avx2(|| {
         for (((w, m), v), &g) in w.iter_mut().zip(m).zip(v).zip(g) {
             adam_entry(w, m, v, g, consts);
         }
-    }
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2")]
-        unsafe fn entries_avx2<T: Float>(
-            slices: (&mut [T], &mut [T], &mut [T], &[T]),
-            consts: Consts<T>,
-        ) {
-            entries(slices, consts)
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has the feature the function is compiled for
-            unsafe { entries_avx2(slices, consts) };
-            return;
-        }
-    }
-    entries(slices, consts)
+    })
 }
 
 impl<T: Float> Adam<T> {
