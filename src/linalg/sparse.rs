@@ -377,15 +377,24 @@ fn sparse_ab<T: Float, const FMA: bool, const ACC: bool>(
         while j < n {
             let s0 = j.min(n - BLOCK);
             if j + BLOCK < n {
-                let s1 = (j + BLOCK).min(n - BLOCK);
+                // NOTE: the second block only as wide as the columns left, in whole vectors
+                // of 8 (W1's 50 columns: 32 + 24 lanes, where two blocks of 32 summed 64)
+                let width = (n - j - BLOCK).next_multiple_of(8).min(BLOCK);
+                let s1 = (j + BLOCK).min(n - width);
                 let (c0, c1) = if ACC {
-                    (&c_row[s0..s0 + BLOCK], &c_row[s1..s1 + BLOCK])
+                    (&c_row[s0..s0 + BLOCK], &c_row[s1..s1 + width])
                 } else {
-                    (&zero[..], &zero[..])
+                    (&zero[..], &zero[..width])
                 };
-                let (acc0, acc1) = sum_two_blocks::<T, FMA>(cols, vals, b, n, (s0, s1), (c0, c1));
+                let blocks = (cols, vals, b, n, (s0, s1), (c0, c1));
+                let (acc0, acc1) = match width {
+                    8 => two_blocks::<T, FMA, 8>(blocks),
+                    16 => two_blocks::<T, FMA, 16>(blocks),
+                    24 => two_blocks::<T, FMA, 24>(blocks),
+                    _ => two_blocks::<T, FMA, BLOCK>(blocks),
+                };
                 c_row[j..s0 + BLOCK].copy_from_slice(&acc0[j - s0..]);
-                c_row[j + BLOCK..s1 + BLOCK].copy_from_slice(&acc1[j + BLOCK - s1..]);
+                c_row[j + BLOCK..s1 + width].copy_from_slice(&acc1[j + BLOCK - s1..width]);
             } else {
                 let c0 = if ACC {
                     &c_row[s0..s0 + BLOCK]
@@ -400,24 +409,48 @@ fn sparse_ab<T: Float, const FMA: bool, const ACC: bool>(
     }
 }
 
-/// c0 + Σ v·B[k, s..s + BLOCK] over the non-zeros (k, v) of a row, for two blocks s0 and s1
-/// at once: 2 x BLOCK independent accumulators in registers.
+/// The operands of [`sum_two_blocks`]: a row's non-zeros (columns, values), B and its width
+/// N, where the two blocks start, and what they start from.
+type TwoBlocks<'a, T> = (
+    &'a [u32],
+    &'a [T],
+    &'a [T],
+    usize,
+    (usize, usize),
+    (&'a [T], &'a [T]),
+);
+
+/// [`sum_two_blocks`] with its second block `W` wide, its result padded to BLOCK lanes.
 #[inline(always)]
-fn sum_two_blocks<T: Float, const FMA: bool>(
+fn two_blocks<T: Float, const FMA: bool, const W: usize>(
+    (cols, vals, b, n, starts, (c0, c1)): TwoBlocks<'_, T>,
+) -> ([T; BLOCK], [T; BLOCK]) {
+    let (acc0, acc1) = sum_two_blocks::<T, FMA, W>(cols, vals, b, n, starts, (c0, c1));
+    let mut wide = [T::zero(); BLOCK];
+    wide[..W].copy_from_slice(&acc1);
+    (acc0, wide)
+}
+
+/// c0 + Σ v·B[k, s0..s0 + BLOCK] and c1 + Σ v·B[k, s1..s1 + W] over the non-zeros (k, v) of a
+/// row, both blocks at once: BLOCK + W independent accumulators in registers.
+#[inline(always)]
+fn sum_two_blocks<T: Float, const FMA: bool, const W: usize>(
     cols: &[u32],
     vals: &[T],
     b: &[T],
     n: usize,
     (s0, s1): (usize, usize),
     (c0, c1): (&[T], &[T]),
-) -> ([T; BLOCK], [T; BLOCK]) {
+) -> ([T; BLOCK], [T; W]) {
     let mut acc0: [T; BLOCK] = c0.try_into().unwrap();
-    let mut acc1: [T; BLOCK] = c1.try_into().unwrap();
+    let mut acc1: [T; W] = c1.try_into().unwrap();
     for (&k, &v) in cols.iter().zip(vals) {
         let row = &b[k as usize * n..(k as usize + 1) * n];
-        let (b0, b1) = (&row[s0..s0 + BLOCK], &row[s1..s1 + BLOCK]);
+        let (b0, b1) = (&row[s0..s0 + BLOCK], &row[s1..s1 + W]);
         for l in 0..BLOCK {
             acc0[l] = madd::<T, FMA>(acc0[l], v, b0[l]);
+        }
+        for l in 0..W {
             acc1[l] = madd::<T, FMA>(acc1[l], v, b1[l]);
         }
     }
