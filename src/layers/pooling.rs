@@ -4,6 +4,7 @@ use ndarray::{Array4, ArrayD, Ix4};
 
 use super::{Layer, Window};
 use crate::Float;
+use crate::linalg::with_avx2;
 use crate::parallel::{self, PARTS};
 
 /// What a pooling window reduces to.
@@ -343,16 +344,12 @@ fn max_2x2_window<T: Float>(a0: T, a1: T, b0: T, b1: T) -> (T, u8) {
     (best, at)
 }
 
-/// [`max_2x2_row`]'s values without the corner (inference): the same comparisons in the
-/// same order, so the same value (the sign of a zero included) as training's forward.
+/// [`max_2x2_row`]'s values without the corner (inference): the same [`max_2x2_window`], so
+/// the same value (the sign of a zero included) as training's forward.
 #[inline(always)]
 fn max_2x2_row_values<T: Float>(a: &[T], b: &[T], y: &mut [T]) {
-    let max = |a0: T, a1: T, b0: T, b1: T| {
-        let mut best = a0;
-        best = if a1 > best { a1 } else { best };
-        best = if b0 > best { b0 } else { best };
-        if b1 > best { b1 } else { best }
-    };
+    // the corner is computed and dropped: LLVM leaves it out
+    let max = |a0, a1, b0, b1| max_2x2_window(a0, a1, b0, b1).0;
     // four windows at a time, as max_2x2_row
     let four = y.len() / 4 * 4;
     let (y4, y1) = y.split_at_mut(four);
@@ -396,7 +393,7 @@ fn unpool_2x2<T: Float>(
     });
 }
 
-/// [`unpool_2x2`] on one thread, with AVX2 where the CPU has it.
+/// [`unpool_2x2`] on one thread, with AVX2 where the CPU has it ([`with_avx2`]).
 fn unpool_2x2_planes<T: Float>(
     dy: &[T],
     corner: &[u8],
@@ -404,48 +401,25 @@ fn unpool_2x2_planes<T: Float>(
     (oh, ow): (usize, usize),
     dx: &mut [T],
 ) {
-    #[inline(always)]
-    fn planes<T: Float>(
-        dy: &[T],
-        corner: &[u8],
-        (h, w): (usize, usize),
-        (oh, ow): (usize, usize),
-        dx: &mut [T],
-    ) {
-        let planes = dx
-            .chunks_exact_mut(h * w)
-            .zip(dy.chunks_exact(oh * ow).zip(corner.chunks_exact(oh * ow)));
-        for (dx, (dy, corner)) in planes {
-            let (pairs, rest) = dx.split_at_mut(2 * oh * w);
-            let rows = dy.chunks_exact(ow).zip(corner.chunks_exact(ow));
-            for (pair, (dy, corner)) in pairs.chunks_exact_mut(2 * w).zip(rows) {
-                let (top, bottom) = pair.split_at_mut(w);
-                unpool_2x2_row(dy, corner, top, bottom);
-                top[2 * ow..].fill(T::zero());
-                bottom[2 * ow..].fill(T::zero());
+    with_avx2(
+        #[inline(always)]
+        || {
+            let planes = dx
+                .chunks_exact_mut(h * w)
+                .zip(dy.chunks_exact(oh * ow).zip(corner.chunks_exact(oh * ow)));
+            for (dx, (dy, corner)) in planes {
+                let (pairs, rest) = dx.split_at_mut(2 * oh * w);
+                let rows = dy.chunks_exact(ow).zip(corner.chunks_exact(ow));
+                for (pair, (dy, corner)) in pairs.chunks_exact_mut(2 * w).zip(rows) {
+                    let (top, bottom) = pair.split_at_mut(w);
+                    unpool_2x2_row(dy, corner, top, bottom);
+                    top[2 * ow..].fill(T::zero());
+                    bottom[2 * ow..].fill(T::zero());
+                }
+                rest.fill(T::zero());
             }
-            rest.fill(T::zero());
-        }
-    }
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2")]
-        unsafe fn planes_avx2<T: Float>(
-            dy: &[T],
-            corner: &[u8],
-            hw: (usize, usize),
-            out: (usize, usize),
-            dx: &mut [T],
-        ) {
-            planes(dy, corner, hw, out, dx)
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has the feature the function is compiled for
-            unsafe { planes_avx2(dy, corner, (h, w), (oh, ow), dx) };
-            return;
-        }
-    }
-    planes(dy, corner, (h, w), (oh, ow), dx)
+        },
+    )
 }
 
 /// One row of windows: `top` and `bottom` the two dx rows under them.

@@ -72,11 +72,14 @@ fn adam_entry<T: Float>(w: &mut T, m: &mut T, v: &mut T, g: T, consts: Consts<T>
 /// 432 000-entry weight, medians of 380 updates: one thread 345-372 -> 187-190 µs, two threads
 /// 192-217 -> 96-110 µs.
 fn adam_entries<T: Float>((w, m, v, g): (&mut [T], &mut [T], &mut [T], &[T]), consts: Consts<T>) {
-    with_avx2(|| {
-        for (((w, m), v), &g) in w.iter_mut().zip(m).zip(v).zip(g) {
-            adam_entry(w, m, v, g, consts);
-        }
-    })
+    with_avx2(
+        #[inline(always)]
+        || {
+            for (((w, m), v), &g) in w.iter_mut().zip(m).zip(v).zip(g) {
+                adam_entry(w, m, v, g, consts);
+            }
+        },
+    )
 }
 
 impl<T: Float> Adam<T> {
