@@ -348,7 +348,8 @@ unsafe fn micro_kernel_rows<T: Float, const FMA: bool>(
     tile
 }
 
-/// tile[i][j] = Σₚ a[p·MR + i]·b[p·stride + j], p < kc: an MR x NR tile in registers.
+/// tile[i][j] = Σₚ a[p·MR + i]·b[p·stride + j], p < kc: an MR x NR tile in registers (a
+/// packed panel of A: [`micro_kernel_rows`] with row i at a + i, MR apart).
 #[inline(always)]
 fn micro_kernel<T: Float, const FMA: bool>(
     kc: usize,
@@ -356,19 +357,12 @@ fn micro_kernel<T: Float, const FMA: bool>(
     b: &[T],
     stride: usize,
 ) -> [[T; NR]; MR] {
-    let mut tile = [[T::zero(); NR]; MR];
-    let (a, b) = (&a[..kc * MR], &b[..(kc - 1) * stride + NR]);
-    for p in 0..kc {
-        // SAFETY: p < kc, and the slices above hold kc·MR and (kc - 1)·stride + NR entries
-        let a: &[T; MR] = unsafe { &*a.as_ptr().add(p * MR).cast() };
-        let b: &[T; NR] = unsafe { &*b.as_ptr().add(p * stride).cast() };
-        for i in 0..MR {
-            for j in 0..NR {
-                tile[i][j] = madd::<T, FMA>(tile[i][j], a[i], b[j]);
-            }
-        }
+    let a = &a[..kc * MR];
+    // SAFETY: row i's kc entries, MR apart from i, lie inside the panel's kc·MR
+    unsafe {
+        let rows = std::array::from_fn(|i| a.as_ptr().add(i));
+        micro_kernel_rows::<T, FMA>(kc, rows, MR as isize, b, stride)
     }
-    tile
 }
 
 /// C[i0.., j0..] (rows x cols) ← tile + (C's start on the first block of the depth, else C).
