@@ -136,31 +136,18 @@ impl<T: Float> Affine<T> {
     #[track_caller]
     fn param_grads(&mut self, dy: &ArrayView2<T>) {
         let x = Self::kept(&self.x, &self.nz, self.sparse);
-        let (dw, db, nz_t) = (&mut self.dw, &mut self.db, &mut self.nz_t);
-        Self::param_grads_of(&x, dy, (dw, db), nz_t, self.threads);
-    }
-
-    /// [`Affine::param_grads`] on the fields it needs, so that dx can be computed beside it.
-    #[track_caller]
-    fn param_grads_of(
-        x: &Lhs<'_, T>,
-        dy: &ArrayView2<T>,
-        (dw, db): (&mut Array2<T>, &mut Array1<T>),
-        nz_t: &mut SparseRows<T>,
-        threads: usize,
-    ) {
         assert_eq!(
             dy.dim(),
-            (x.dim().0, dw.ncols()),
+            (x.dim().0, self.dw.ncols()),
             "Affine::backward: dout {:?} does not match the output (N, D_out)",
             dy.dim()
         );
         // written, not added to: no zeroing pass over dW first
-        x.matmul_tn(dy, &mut dw.view_mut(), nz_t, threads);
+        x.matmul_tn(dy, &mut self.dw.view_mut(), &mut self.nz_t, self.threads);
         // db = Σₙ dy[n, :], row by row
-        db.fill(T::zero());
+        self.db.fill(T::zero());
         for row in dy.rows() {
-            db.zip_mut_with(&row, |s, &d| *s = *s + d);
+            self.db.zip_mut_with(&row, |s, &d| *s = *s + d);
         }
     }
 
