@@ -114,13 +114,16 @@ impl<T: Float> Optimizer<T> for Adam<T> {
         let v = self.v.get(name, p.grad.shape());
         let consts = (b1, b2, eps, step_size, sqrt_bc2);
         let (threads, len) = (self.threads, m.len());
-        if let (true, Some(w), Some(m), Some(v), Some(g)) = (
-            threads > 1 && len >= SPLIT_ENTRIES,
+        if let (Some(w), Some(m), Some(v), Some(g)) = (
             p.value.as_slice_mut(),
             m.as_slice_mut(),
             v.as_slice_mut(),
             p.grad.as_slice(),
         ) {
+            if threads == 1 || len < SPLIT_ENTRIES {
+                adam_entries((w, m, v, g), consts);
+                return;
+            }
             let part = len.div_ceil(threads);
             let parts: Vec<_> = w
                 .chunks_mut(part)
@@ -130,15 +133,6 @@ impl<T: Float> Optimizer<T> for Adam<T> {
                 .map(|(((w, m), v), g)| (w, m, v, g))
                 .collect();
             parallel::map(parts, threads, |p| adam_entries(p, consts));
-            return;
-        }
-        if let (Some(w), Some(m), Some(v), Some(g)) = (
-            p.value.as_slice_mut(),
-            m.as_slice_mut(),
-            v.as_slice_mut(),
-            p.grad.as_slice(),
-        ) {
-            adam_entries((w, m, v, g), consts);
             return;
         }
         Zip::from(&mut p.value)
