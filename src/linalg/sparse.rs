@@ -25,7 +25,7 @@ pub struct SparseRows<T> {
 }
 
 /// Slack past the last entry: the vector compaction stores 8 lanes at a time.
-const SLACK: usize = 8;
+pub const SLACK: usize = 8;
 
 impl<T: Float> SparseRows<T> {
     /// The non-zero entries of row-major `a` with `k` columns, or None when less than
@@ -61,7 +61,7 @@ impl<T: Float> SparseRows<T> {
         let mut n = 0;
         for row in a.chunks_exact(k) {
             self.row_start.push(n);
-            n = compress(row, &mut self.col, &mut self.val, n);
+            n = compress::<T, true>(row, &mut self.col, &mut self.val, n);
         }
         self.row_start.push(n);
         debug_assert_eq!(n, nnz);
@@ -177,7 +177,8 @@ impl<T: Float> SparseRows<T> {
         self.val.len()
     }
 
-    fn row(&self, i: usize) -> (&[u32], &[T]) {
+    /// Row `i`'s non-zero entries: their columns (increasing) and values.
+    pub fn row(&self, i: usize) -> (&[u32], &[T]) {
         let r = self.row_start[i]..self.row_start[i + 1];
         (&self.col[r.clone()], &self.val[r])
     }
@@ -509,9 +510,28 @@ fn count_nonzero<T: Float>(a: &[T]) -> usize {
     a.iter().map(|&v| (v != T::zero()) as usize).sum()
 }
 
+/// Appends the non-zeros of `row` (column j, value) to `col`/`val` from position `n`;
+/// returns the new end. Every slot from `n` to the new end + 8 may be written: `col` and `val`
+/// need room for all of `row` and 8 more. For zeros scattered rather than in runs (a gradient
+/// through a max pooling, one pixel of each window): no test for blocks of zeros, which such a
+/// row fails half the time at the cost of a mispredicted branch.
+pub fn compress_scattered<T: Float>(row: &[T], col: &mut [u32], val: &mut [T], n: usize) -> usize {
+    assert!(
+        col.len().min(val.len()) >= n + row.len() + SLACK,
+        "compress_scattered: no room for the row and its slack"
+    );
+    compress::<T, false>(row, col, val, n)
+}
+
 /// Appends the non-zeros of `row` to `col`/`val` from position `n`; returns the new end.
-/// Needs [`SLACK`] spare slots past the last non-zero.
-fn compress<T: Float>(row: &[T], col: &mut [u32], val: &mut [T], n: usize) -> usize {
+/// Needs [`SLACK`] spare slots past the last non-zero. `SKIP`: test each block of 8 for all
+/// zeros first (for zeros in runs: an image's background).
+fn compress<T: Float, const SKIP: bool>(
+    row: &[T],
+    col: &mut [u32],
+    val: &mut [T],
+    n: usize,
+) -> usize {
     #[cfg(target_arch = "x86_64")]
     if TypeId::of::<T>() == TypeId::of::<f32>() && std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: T is f32 (same TypeId), so both slices have f32's layout.
@@ -522,7 +542,7 @@ fn compress<T: Float>(row: &[T], col: &mut [u32], val: &mut [T], n: usize) -> us
             )
         };
         // SAFETY: the processor supports AVX2, checked just above.
-        return unsafe { avx2::compress_f32(row32, col, val32, n) };
+        return unsafe { avx2::compress_f32::<SKIP>(row32, col, val32, n) };
     }
     // Branch-free: every entry is written, the cursor only advances past non-zeros.
     // (An `if` per entry mispredicts at every edge of a pen stroke.)
@@ -563,7 +583,12 @@ mod avx2 {
     /// non-zero lanes to the front with one permutation, store all 8 lanes, advance by the
     /// number of non-zeros. Blocks of 8 zeros (background) cost one compare.
     #[target_feature(enable = "avx2")]
-    pub fn compress_f32(row: &[f32], col: &mut [u32], val: &mut [f32], mut n: usize) -> usize {
+    pub fn compress_f32<const SKIP: bool>(
+        row: &[f32],
+        col: &mut [u32],
+        val: &mut [f32],
+        mut n: usize,
+    ) -> usize {
         let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
         let mut blocks = row.chunks_exact(8);
         for (b, block) in (&mut blocks).enumerate() {
@@ -572,7 +597,7 @@ mod avx2 {
             // NEQ_UQ: true for non-zeros and NaN, as `v != 0.0` is.
             let mask =
                 _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_NEQ_UQ>(v, _mm256_setzero_ps())) as usize;
-            if mask == 0 {
+            if SKIP && mask == 0 {
                 continue;
             }
             assert!(
