@@ -78,6 +78,25 @@ fn bench_conv(c: &mut Criterion) {
             )
         },
     );
+    // W3's: dy comes back through the 2x2 max pooling, one non-zero a window at most, and dW
+    // takes the non-zeros (window_sums)
+    let mut pool = Pooling::max(2, 2, 2);
+    let pooled = Layer::<f32>::forward(&mut pool, conv.forward(x.clone()));
+    let s = pooled.shape();
+    let dy = Layer::<f32>::backward(&mut pool, random((s[0], s[1], s[2], s[3]), &mut rng));
+    c.bench_function(
+        "SimpleConvNet conv1 30@5x5: forward + backward_params, dy through a max pooling",
+        |b| {
+            b.iter_batched(
+                || (x.clone(), dy.clone()),
+                |(x, dy)| {
+                    conv.forward(x);
+                    conv.backward_params(dy)
+                },
+                BatchSize::LargeInput,
+            )
+        },
+    );
     // the evaluation path: inference on a chunk of 25 images (evaluate.rs), conv then pool
     let x25 = random((25, 1, 28, 28), &mut rng);
     c.bench_function("SimpleConvNet conv1 predict, 25 images", |b| {
