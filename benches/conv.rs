@@ -64,29 +64,21 @@ fn bench_conv(c: &mut Criterion) {
     let w = Array4::from_shape_simple_fn((30, 1, 5, 5), || 0.1 * rng.normal() as f32);
     let mut conv = Convolution::new(w, Array1::zeros(30), 1, 0);
     let x = random((100, 1, 28, 28), &mut rng);
-    let dy = ArrayD::from_elem(conv.forward(x.clone()).raw_dim(), 0.01f32);
-    c.bench_function(
-        "SimpleConvNet conv1 30@5x5 on 1x28x28: forward + backward_params, batch 100",
-        |b| {
-            b.iter_batched(
-                || (x.clone(), dy.clone()),
-                |(x, dy)| {
-                    conv.forward(x);
-                    conv.backward_params(dy)
-                },
-                BatchSize::LargeInput,
-            )
-        },
-    );
+    let dense = ArrayD::from_elem(conv.forward(x.clone()).raw_dim(), 0.01f32);
     // W3's: dy comes back through the 2x2 max pooling, one non-zero a window at most, and dW
     // takes the non-zeros (window_sums)
     let mut pool = Pooling::max(2, 2, 2);
     let pooled = Layer::<f32>::forward(&mut pool, conv.forward(x.clone()));
     let s = pooled.shape();
-    let dy = Layer::<f32>::backward(&mut pool, random((s[0], s[1], s[2], s[3]), &mut rng));
-    c.bench_function(
-        "SimpleConvNet conv1 30@5x5: forward + backward_params, dy through a max pooling",
-        |b| {
+    let pooled_dy = Layer::<f32>::backward(&mut pool, random((s[0], s[1], s[2], s[3]), &mut rng));
+    for (name, dy) in [
+        ("on 1x28x28: forward + backward_params, batch 100", dense),
+        (
+            "forward + backward_params, dy through a max pooling",
+            pooled_dy,
+        ),
+    ] {
+        c.bench_function(&format!("SimpleConvNet conv1 30@5x5 {name}"), |b| {
             b.iter_batched(
                 || (x.clone(), dy.clone()),
                 |(x, dy)| {
@@ -95,8 +87,8 @@ fn bench_conv(c: &mut Criterion) {
                 },
                 BatchSize::LargeInput,
             )
-        },
-    );
+        });
+    }
     // the evaluation path: inference on a chunk of 25 images (evaluate.rs), conv then pool
     let x25 = random((25, 1, 28, 28), &mut rng);
     c.bench_function("SimpleConvNet conv1 predict, 25 images", |b| {

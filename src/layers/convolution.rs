@@ -713,33 +713,29 @@ fn convolve_direct<T: Float>(
         last + ow.next_multiple_of(XB * STRIP) <= image.len(),
         "convolve_direct: the image has no slack for the last row's vectors"
     );
+    let terms = (wc, b, image, offsets);
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         #[target_feature(enable = "avx2,fma")]
-        unsafe fn rows_fma<T: Float>(
-            wc: &[T],
-            b: &[T],
-            image: &[T],
-            offsets: &[usize],
-            (oh, ow, wp): (usize, usize, usize),
-            y: &mut [T],
-        ) {
-            direct_rows::<T, true>(wc, b, image, offsets, (oh, ow, wp), y)
+        unsafe fn rows_fma<T: Float>(terms: Terms<'_, T>, sizes: RowSizes, y: &mut [T]) {
+            direct_rows::<T, true>(terms, sizes, y)
         }
         // SAFETY: the CPU has the features the function is compiled for
-        return unsafe { rows_fma(wc, b, image, offsets, (oh, ow, wp), y) };
+        return unsafe { rows_fma(terms, (oh, ow, wp), y) };
     }
-    direct_rows::<T, false>(wc, b, image, offsets, (oh, ow, wp), y)
+    direct_rows::<T, false>(terms, (oh, ow, wp), y)
 }
+
+/// What [`convolve_direct`] sums: Wc (FN, K), b (FN), the padded image and each term's offset.
+type Terms<'a, T> = (&'a [T], &'a [T], &'a [T], &'a [usize]);
+/// (OH, OW, W + 2P): output rows and their length, the padded image's row length.
+type RowSizes = (usize, usize, usize);
 
 /// [`convolve_direct`]'s loops (the reads checked by its asserts).
 #[inline(always)]
 fn direct_rows<T: Float, const FMA: bool>(
-    wc: &[T],
-    b: &[T],
-    image: &[T],
-    offsets: &[usize],
-    (oh, ow, wp): (usize, usize, usize),
+    (wc, b, image, offsets): Terms<'_, T>,
+    (oh, ow, wp): RowSizes,
     y: &mut [T],
 ) {
     let (fn_, k) = (b.len(), offsets.len());
