@@ -510,14 +510,13 @@ impl Strips {
     /// The strips of `d`'s window (into the vectors it has: no allocation once they held as
     /// many).
     fn set(&mut self, d: &PartDims) {
-        let (hp, wp) = (d.h + 2 * d.win.pad, d.w + 2 * d.win.pad);
         self.from.clear();
         self.to.clear();
         self.len.clear();
         for c in 0..d.c {
             for fy in 0..d.win.fh {
                 for fx in (0..d.win.fw).step_by(STRIP) {
-                    self.from.push(c * hp * wp + fy * wp + fx);
+                    self.from.push(window_offset(d, c, fy, fx));
                     self.to.push((c * d.win.fh + fy) * d.win.fw + fx);
                     self.len.push(STRIP.min(d.win.fw - fx));
                 }
@@ -571,11 +570,12 @@ fn window_positions(d: &PartDims, at: &mut Vec<u32>) {
 /// image (no col): a pass holds [`PASS`] strips of the window in registers, runs over the
 /// filter's non-zeros, and adds its sums to dWc.
 fn window_sums<T: Float>(part: &mut Part<T>) {
+    // the furthest read: the furthest window at its furthest strip (a max, which vectorises,
+    // where a test of every window stopped at each one)
     let reach = part.strips.from.iter().max().copied().unwrap_or(0) + STRIP;
+    let last = part.at.iter().max().map_or(0, |&a| a as usize);
     assert!(
-        part.at
-            .iter()
-            .all(|&a| a as usize + reach <= part.image.len()),
+        last + reach <= part.image.len(),
         "window_sums: a window reads past the image"
     );
     #[cfg(target_arch = "x86_64")]
@@ -782,14 +782,19 @@ fn direct_rows<T: Float, const FMA: bool>(
     }
 }
 
-/// Where term (c, fy, fx) of a window starts, from the window's corner in the padded image:
-/// c·(H + 2P)·(W + 2P) + fy·(W + 2P) + fx, in im2col's row order.
-fn term_offsets(d: &PartDims, offsets: &mut Vec<usize>) {
+/// Where entry (c, fy, fx) of a window is in the padded image, from the window's corner:
+/// c·(H + 2P)·(W + 2P) + fy·(W + 2P) + fx.
+fn window_offset(d: &PartDims, c: usize, fy: usize, fx: usize) -> usize {
     let (hp, wp) = (d.h + 2 * d.win.pad, d.w + 2 * d.win.pad);
+    c * hp * wp + fy * wp + fx
+}
+
+/// Each term's [`window_offset`], in im2col's row order (c, fy, fx).
+fn term_offsets(d: &PartDims, offsets: &mut Vec<usize>) {
     offsets.clear();
     for c in 0..d.c {
         for fy in 0..d.win.fh {
-            offsets.extend((0..d.win.fw).map(|fx| c * hp * wp + fy * wp + fx));
+            offsets.extend((0..d.win.fw).map(|fx| window_offset(d, c, fy, fx)));
         }
     }
 }
