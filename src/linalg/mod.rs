@@ -260,7 +260,7 @@ pub fn gemm<T: Float>(
 mod tests {
     use super::*;
     use crate::Rng;
-    use ndarray::Array2;
+    use ndarray::{Array2, ArrayView1};
 
     /// Obviously-correct triple loop: C = A·B.
     fn naive(a: &Array2<f64>, b: &Array2<f64>) -> Array2<f64> {
@@ -445,6 +445,45 @@ mod tests {
                 (&c - &naive(&at, &b)).iter().all(|d| d.abs() < 1e-12),
                 "Aᵀ·B, n = {n}"
             );
+        }
+    }
+
+    #[test]
+    fn rows_summed_in_pairs_give_the_bits_of_each_row_alone() {
+        // widths whose rows the sparse kernel sums two at a time (33..=56), row counts odd and
+        // even, rows of different lengths and empty ones, C added to and written
+        let mut rng = Rng::new(21);
+        let index = |a: &Array2<f64>| SparseRows::index(a.as_slice().unwrap(), a.ncols(), 0.0);
+        for n in [33, 40, 41, 50, 56, 57] {
+            for m in [2, 3, 6] {
+                let mut a = random(m, 40, 0.7, &mut rng);
+                a.row_mut(m / 2).fill(0.0);
+                a.row_mut(0).slice_mut(ndarray::s![..20]).fill(0.5); // a longer first row
+                let b = random(40, n, 0.0, &mut rng);
+                let c0 = random(m, n, 0.0, &mut rng);
+                let nz = index(&a).unwrap();
+                let (mut added, mut written) = (c0.clone(), Array2::from_elem((m, n), f64::NAN));
+                nz.matmul_acc(b.as_slice().unwrap(), added.as_slice_mut().unwrap(), 1);
+                nz.matmul(b.as_slice().unwrap(), written.as_slice_mut().unwrap(), 1);
+                for i in 0..m {
+                    let row = index(&a.slice(ndarray::s![i..i + 1, ..]).to_owned()).unwrap();
+                    let mut alone = c0.slice(ndarray::s![i..i + 1, ..]).to_owned();
+                    row.matmul_acc(b.as_slice().unwrap(), alone.as_slice_mut().unwrap(), 1);
+                    let mut fresh = Array2::zeros((1, n));
+                    row.matmul(b.as_slice().unwrap(), fresh.as_slice_mut().unwrap(), 1);
+                    let same = |x: ArrayView1<f64>, y: ArrayView1<f64>| {
+                        x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits())
+                    };
+                    assert!(
+                        same(added.row(i), alone.row(0)),
+                        "added, n {n}, m {m}, row {i}"
+                    );
+                    assert!(
+                        same(written.row(i), fresh.row(0)),
+                        "written, n {n}, m {m}, row {i}"
+                    );
+                }
+            }
         }
     }
 
