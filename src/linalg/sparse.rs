@@ -10,7 +10,7 @@
 
 use std::any::TypeId;
 
-use super::madd;
+use super::{copy_short, madd};
 use crate::{Float, parallel};
 
 /// Non-zero entries of a (M, K) matrix, row by row (compressed sparse rows).
@@ -372,7 +372,11 @@ fn sparse_ab<T: Float, const FMA: bool, const ACC: bool>(
         if cols.is_empty() {
             // e.g. a pixel that no image of the batch inks: nothing to add
             if !ACC {
-                c_row.fill(T::zero());
+                // NOTE: inline, not the C library's memset (W1's dW1 has hundreds of empty
+                // rows a batch)
+                for part in c_row.chunks_mut(BLOCK) {
+                    copy_short(&zero[..part.len()], part);
+                }
             }
             continue;
         }
@@ -380,7 +384,7 @@ fn sparse_ab<T: Float, const FMA: bool, const ACC: bool>(
             // Narrow C (a convolution's few filters): the row is summed in a local buffer.
             let mut acc = [T::zero(); BLOCK];
             if ACC {
-                acc[..n].copy_from_slice(c_row);
+                copy_short(c_row, &mut acc[..n]);
             }
             for (&k, &v) in cols.iter().zip(vals) {
                 let b_row = &b[k as usize * n..(k as usize + 1) * n];
@@ -388,7 +392,7 @@ fn sparse_ab<T: Float, const FMA: bool, const ACC: bool>(
                     *a = madd::<T, FMA>(*a, v, bv);
                 }
             }
-            c_row.copy_from_slice(&acc[..n]);
+            copy_short(&acc[..n], c_row);
             continue;
         }
         // NOTE: a block that would pass column N is moved back to end at N; it then overlaps
@@ -413,8 +417,11 @@ fn sparse_ab<T: Float, const FMA: bool, const ACC: bool>(
                     24 => two_blocks::<T, FMA, 24>(blocks),
                     _ => two_blocks::<T, FMA, BLOCK>(blocks),
                 };
-                c_row[j..s0 + BLOCK].copy_from_slice(&acc0[j - s0..]);
-                c_row[j + BLOCK..s1 + width].copy_from_slice(&acc1[j + BLOCK - s1..width]);
+                copy_short(&acc0[j - s0..], &mut c_row[j..s0 + BLOCK]);
+                copy_short(
+                    &acc1[j + BLOCK - s1..width],
+                    &mut c_row[j + BLOCK..s1 + width],
+                );
             } else {
                 let c0 = if ACC {
                     &c_row[s0..s0 + BLOCK]
@@ -422,7 +429,7 @@ fn sparse_ab<T: Float, const FMA: bool, const ACC: bool>(
                     &zero[..]
                 };
                 let acc = sum_block::<T, FMA>(cols, vals, b, n, s0, c0);
-                c_row[j..s0 + BLOCK].copy_from_slice(&acc[j - s0..]);
+                copy_short(&acc[j - s0..], &mut c_row[j..s0 + BLOCK]);
             }
             j += 2 * BLOCK;
         }
@@ -485,9 +492,9 @@ fn pair_of_rows<T: Float, const FMA: bool, const ACC: bool, const W: usize>(
     let (y0, y1) =
         sum_two_blocks::<T, FMA, W>(&k1[rest.clone()], &v1[rest], b, n, blocks, (&y0, &y1));
     c0[..BLOCK].copy_from_slice(&x0);
-    c0[BLOCK..].copy_from_slice(&x1[BLOCK - s1..]);
+    copy_short(&x1[BLOCK - s1..], &mut c0[BLOCK..]);
     c1[..BLOCK].copy_from_slice(&y0);
-    c1[BLOCK..].copy_from_slice(&y1[BLOCK - s1..]);
+    copy_short(&y1[BLOCK - s1..], &mut c1[BLOCK..]);
 }
 
 /// The operands of [`sum_two_blocks`]: a row's non-zeros (columns, values), B and its width
