@@ -661,8 +661,14 @@ fn sums<T: Float, const FMA: bool>(part: &mut Part<T>) {
 
 /// Vectors of outputs along a row that [`convolve_direct`] keeps in registers ...
 const XB: usize = 3;
-/// ... for this many filters (12 accumulators).
-const FB: usize = 4;
+/// ... for this many filters (9 accumulators).
+/// NOTE: 3, not 4: 4 filters' 12 accumulators, the XB vectors of the image row and a weight
+/// took all 16 vector registers, and LLVM kept one accumulator on the stack (a load, the FMA
+/// and a store a term: half the samples of the loop in perf annotate). `conv.predict` of 30
+/// images, one thread, alternating (µs, FB 4 -> 3): 30 filters 1x5x5 over 28x28 625-631 ->
+/// 410-442, 30 of 2x5x5 over 24x24 1019-1098 -> 521-555, 30 of 1x7x7 1115-1213 -> 611-737,
+/// 16 of 3x3x3 over 26x26 349-371 -> 256-342, 64 of 16x3x3 6942-7205 -> 3793-4277.
+const FB: usize = 3;
 
 /// True when [`convolve_direct`] computes this layer's forward: stride 1 (a row of outputs
 /// reads a row of the image), at most the 144 products per output measured, and rows that
