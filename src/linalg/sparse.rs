@@ -235,10 +235,13 @@ impl<T: Float> SparseRows<T> {
         for i in 0..self.nrows() {
             let (cols, vals) = self.row(i);
             for (&c, &v) in cols.iter().zip(vals) {
-                let p = &mut t.row_start[c as usize];
-                col[*p].write(i as u32);
-                val[*p].write(v);
-                *p += 1;
+                // NOTE: the cursor read once into a register: through a reference, LLVM read
+                // it again after the first store (it could not rule out that `col` overlaps
+                // it), and that second load was a third of this function's samples
+                let p = t.row_start[c as usize];
+                col[p].write(i as u32);
+                val[p].write(v);
+                t.row_start[c as usize] = p + 1;
             }
         }
         // SAFETY: the column counts sum to nnz, so the cursors wrote each of 0..nnz once
