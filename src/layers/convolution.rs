@@ -755,48 +755,58 @@ fn direct_rows<T: Float, const FMA: bool>(
     (oh, ow, wp): RowSizes,
     y: &mut [T],
 ) {
-    let (fn_, k) = (b.len(), offsets.len());
-    let q = oh * ow;
-    for oy in 0..oh {
-        for ox0 in (0..ow).step_by(XB * STRIP) {
-            // SAFETY: offsets[p] + oy·wp + ox0 + XB·STRIP <= the furthest read (asserted)
-            let corner = unsafe { image.as_ptr().add(oy * wp + ox0) };
-            for f0 in (0..fn_).step_by(FB) {
-                // a last block of fewer filters repeats its last one (computed, not stored)
-                let rows: [&[T]; FB] =
-                    std::array::from_fn(|r| &wc[(f0 + r).min(fn_ - 1) * k..][..k]);
-                let mut acc = [[[T::zero(); STRIP]; XB]; FB];
-                for (p, &off) in offsets.iter().enumerate() {
-                    let x: [[T; STRIP]; XB] =
-                        std::array::from_fn(|j| unsafe { *corner.add(off + j * STRIP).cast() });
-                    for r in 0..FB {
-                        let w = rows[r][p];
-                        for j in 0..XB {
-                            for t in 0..STRIP {
-                                acc[r][j][t] = madd::<T, FMA>(acc[r][j][t], w, x[j][t]);
-                            }
-                        }
+    let (fn_, q) = (b.len(), oh * ow);
+    for (oy, ox0, f0) in direct_blocks(oh, ow, fn_) {
+        // SAFETY: offsets[p] + oy·wp + ox0 + XB·STRIP <= the furthest read (asserted)
+        let corner = unsafe { image.as_ptr().add(oy * wp + ox0) };
+        let rows = block_weights(wc, fn_, f0);
+        let mut acc = [[[T::zero(); STRIP]; XB]; FB];
+        for (p, &off) in offsets.iter().enumerate() {
+            let x: [[T; STRIP]; XB] =
+                std::array::from_fn(|j| unsafe { *corner.add(off + j * STRIP).cast() });
+            for r in 0..FB {
+                let w = rows[r][p];
+                for j in 0..XB {
+                    for t in 0..STRIP {
+                        acc[r][j][t] = madd::<T, FMA>(acc[r][j][t], w, x[j][t]);
                     }
                 }
-                for (r, acc) in acc.iter().enumerate().take(fn_ - f0) {
-                    let (f, bias) = (f0 + r, b[f0 + r]);
-                    let row = &mut y[f * q + oy * ow..][..ow];
-                    for (j, v) in acc.iter().enumerate() {
-                        let at = ox0 + j * STRIP;
-                        if at + STRIP <= ow {
-                            let y: &mut [T; STRIP] =
-                                (&mut row[at..at + STRIP]).try_into().expect("STRIP wide");
-                            *y = std::array::from_fn(|t| bias + v[t]);
-                        } else if at < ow {
-                            for (y, &v) in row[at..].iter_mut().zip(v) {
-                                *y = bias + v;
-                            }
-                        }
+            }
+        }
+        for (r, acc) in acc.iter().enumerate().take(fn_ - f0) {
+            let (f, bias) = (f0 + r, b[f0 + r]);
+            let row = &mut y[f * q + oy * ow..][..ow];
+            for (j, v) in acc.iter().enumerate() {
+                let at = ox0 + j * STRIP;
+                if at + STRIP <= ow {
+                    let y: &mut [T; STRIP] =
+                        (&mut row[at..at + STRIP]).try_into().expect("STRIP wide");
+                    *y = std::array::from_fn(|t| bias + v[t]);
+                } else if at < ow {
+                    for (y, &v) in row[at..].iter_mut().zip(v) {
+                        *y = bias + v;
                     }
                 }
             }
         }
     }
+}
+
+/// The blocks [`convolve_direct`] sums, (row, first column, first filter): each row of OW
+/// outputs in runs of XB·STRIP, each run for FB filters at a time.
+fn direct_blocks(oh: usize, ow: usize, fn_: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+    (0..oh).flat_map(move |oy| {
+        (0..ow)
+            .step_by(XB * STRIP)
+            .flat_map(move |ox0| (0..fn_).step_by(FB).map(move |f0| (oy, ox0, f0)))
+    })
+}
+
+/// The weight rows (the C·FH·FW terms of each) of filters f0..f0 + FB; a last block of fewer
+/// filters repeats its last one (computed, not stored).
+fn block_weights<T: Float>(wc: &[T], fn_: usize, f0: usize) -> [&[T]; FB] {
+    let k = wc.len() / fn_;
+    std::array::from_fn(|r| &wc[(f0 + r).min(fn_ - 1) * k..][..k])
 }
 
 /// [`direct_rows`] for f32, its nine sums in AVX registers by name.
@@ -815,59 +825,52 @@ unsafe fn direct_rows_f32(
 ) {
     use std::arch::x86_64::*;
     const { assert!(XB == 3 && FB == 3 && STRIP == 8) };
-    let (fn_, k) = (b.len(), offsets.len());
-    let q = oh * ow;
-    for oy in 0..oh {
-        for ox0 in (0..ow).step_by(XB * STRIP) {
-            let corner = unsafe { image.as_ptr().add(oy * wp + ox0) };
-            for f0 in (0..fn_).step_by(FB) {
-                // a last block of fewer filters repeats its last one (computed, not stored)
-                let [w0, w1, w2]: [&[f32]; FB] =
-                    std::array::from_fn(|r| &wc[(f0 + r).min(fn_ - 1) * k..][..k]);
-                let z = _mm256_setzero_ps();
-                let (mut s00, mut s01, mut s02) = (z, z, z);
-                let (mut s10, mut s11, mut s12) = (z, z, z);
-                let (mut s20, mut s21, mut s22) = (z, z, z);
-                for (p, &off) in offsets.iter().enumerate() {
-                    // s[r][j] += w_r[p] · (the image row's vector j, shifted to this term)
-                    let (x0, x1, x2) = unsafe {
-                        let at = corner.add(off);
-                        (
-                            _mm256_loadu_ps(at),
-                            _mm256_loadu_ps(at.add(STRIP)),
-                            _mm256_loadu_ps(at.add(2 * STRIP)),
-                        )
-                    };
-                    let w = _mm256_set1_ps(w0[p]);
-                    s00 = _mm256_fmadd_ps(w, x0, s00);
-                    s01 = _mm256_fmadd_ps(w, x1, s01);
-                    s02 = _mm256_fmadd_ps(w, x2, s02);
-                    let w = _mm256_set1_ps(w1[p]);
-                    s10 = _mm256_fmadd_ps(w, x0, s10);
-                    s11 = _mm256_fmadd_ps(w, x1, s11);
-                    s12 = _mm256_fmadd_ps(w, x2, s12);
-                    let w = _mm256_set1_ps(w2[p]);
-                    s20 = _mm256_fmadd_ps(w, x0, s20);
-                    s21 = _mm256_fmadd_ps(w, x1, s21);
-                    s22 = _mm256_fmadd_ps(w, x2, s22);
-                }
-                let sums = [[s00, s01, s02], [s10, s11, s12], [s20, s21, s22]];
-                for (r, sums) in sums.iter().enumerate().take(fn_ - f0) {
-                    let (f, bias) = (f0 + r, _mm256_set1_ps(b[f0 + r]));
-                    let row = &mut y[f * q + oy * ow..][..ow];
-                    for (j, &v) in sums.iter().enumerate() {
-                        let at = ox0 + j * STRIP;
-                        let v = _mm256_add_ps(bias, v);
-                        if at + STRIP <= ow {
-                            // SAFETY: at + STRIP <= ow = row.len()
-                            unsafe { _mm256_storeu_ps(row.as_mut_ptr().add(at), v) };
-                        } else if at < ow {
-                            let mut part = [0f32; STRIP];
-                            // SAFETY: `part` holds STRIP f32
-                            unsafe { _mm256_storeu_ps(part.as_mut_ptr(), v) };
-                            row[at..].copy_from_slice(&part[..ow - at]);
-                        }
-                    }
+    let (fn_, q) = (b.len(), oh * ow);
+    for (oy, ox0, f0) in direct_blocks(oh, ow, fn_) {
+        let corner = unsafe { image.as_ptr().add(oy * wp + ox0) };
+        let [w0, w1, w2] = block_weights(wc, fn_, f0);
+        let z = _mm256_setzero_ps();
+        let (mut s00, mut s01, mut s02) = (z, z, z);
+        let (mut s10, mut s11, mut s12) = (z, z, z);
+        let (mut s20, mut s21, mut s22) = (z, z, z);
+        for (p, &off) in offsets.iter().enumerate() {
+            // s[r][j] += w_r[p] · (the image row's vector j, shifted to this term)
+            let (x0, x1, x2) = unsafe {
+                let at = corner.add(off);
+                (
+                    _mm256_loadu_ps(at),
+                    _mm256_loadu_ps(at.add(STRIP)),
+                    _mm256_loadu_ps(at.add(2 * STRIP)),
+                )
+            };
+            let w = _mm256_set1_ps(w0[p]);
+            s00 = _mm256_fmadd_ps(w, x0, s00);
+            s01 = _mm256_fmadd_ps(w, x1, s01);
+            s02 = _mm256_fmadd_ps(w, x2, s02);
+            let w = _mm256_set1_ps(w1[p]);
+            s10 = _mm256_fmadd_ps(w, x0, s10);
+            s11 = _mm256_fmadd_ps(w, x1, s11);
+            s12 = _mm256_fmadd_ps(w, x2, s12);
+            let w = _mm256_set1_ps(w2[p]);
+            s20 = _mm256_fmadd_ps(w, x0, s20);
+            s21 = _mm256_fmadd_ps(w, x1, s21);
+            s22 = _mm256_fmadd_ps(w, x2, s22);
+        }
+        let sums = [[s00, s01, s02], [s10, s11, s12], [s20, s21, s22]];
+        for (r, sums) in sums.iter().enumerate().take(fn_ - f0) {
+            let (f, bias) = (f0 + r, _mm256_set1_ps(b[f0 + r]));
+            let row = &mut y[f * q + oy * ow..][..ow];
+            for (j, &v) in sums.iter().enumerate() {
+                let at = ox0 + j * STRIP;
+                let v = _mm256_add_ps(bias, v);
+                if at + STRIP <= ow {
+                    // SAFETY: at + STRIP <= ow = row.len()
+                    unsafe { _mm256_storeu_ps(row.as_mut_ptr().add(at), v) };
+                } else if at < ow {
+                    let mut part = [0f32; STRIP];
+                    // SAFETY: `part` holds STRIP f32
+                    unsafe { _mm256_storeu_ps(part.as_mut_ptr(), v) };
+                    row[at..].copy_from_slice(&part[..ow - at]);
                 }
             }
         }
