@@ -827,6 +827,7 @@ unsafe fn direct_rows_f32(
     const { assert!(XB == 3 && FB == 3 && STRIP == 8) };
     let (fn_, q) = (b.len(), oh * ow);
     for (oy, ox0, f0) in direct_blocks(oh, ow, fn_) {
+        // SAFETY: offsets[p] + oy·wp + ox0 + XB·STRIP <= the furthest read (asserted)
         let corner = unsafe { image.as_ptr().add(oy * wp + ox0) };
         let [w0, w1, w2] = block_weights(wc, fn_, f0);
         let z = _mm256_setzero_ps();

@@ -355,7 +355,7 @@ fn sparse_ab<T: Float, const FMA: bool, const ACC: bool>(
     // NOTE: rows of BLOCK + 8 to BLOCK + 24 columns (W1's 50) two at a time: a row's sums
     // are one chain of dependent multiply-adds whatever its width, and a second row's chain
     // beside it keeps the processor busy while the first waits (the first layer of W1,
-    // one thread: 2.50 -> 2.15 ns a non-zero, 30 and 100 images). Wider rows would need more
+    // one thread: 2.50 -> 2.20 ns a non-zero, 30 and 100 images). Wider rows would need more
     // than the 16 vector registers.
     if BLOCK < n && n <= BLOCK + 24 {
         while paired + 1 < m {
@@ -375,11 +375,7 @@ fn sparse_ab<T: Float, const FMA: bool, const ACC: bool>(
         if cols.is_empty() {
             // e.g. a pixel that no image of the batch inks: nothing to add
             if !ACC {
-                // NOTE: inline, not the C library's memset (W1's dW1 has hundreds of empty
-                // rows a batch)
-                for part in c_row.chunks_mut(BLOCK) {
-                    copy_short(&zero[..part.len()], part);
-                }
+                c_row.fill(T::zero());
             }
             continue;
         }
@@ -483,17 +479,11 @@ fn pair_of_rows<T: Float, const FMA: bool, const ACC: bool, const W: usize>(
         }
     }
     // the longer row's rest alone
-    let (blocks, rest) = ((0, s1), common..);
-    let (x0, x1) = sum_two_blocks::<T, FMA, W>(
-        &k0[rest.clone()],
-        &v0[rest.clone()],
-        b,
-        n,
-        blocks,
-        (&x0, &x1),
-    );
+    let blocks = (0, s1);
+    let (x0, x1) =
+        sum_two_blocks::<T, FMA, W>(&k0[common..], &v0[common..], b, n, blocks, (&x0, &x1));
     let (y0, y1) =
-        sum_two_blocks::<T, FMA, W>(&k1[rest.clone()], &v1[rest], b, n, blocks, (&y0, &y1));
+        sum_two_blocks::<T, FMA, W>(&k1[common..], &v1[common..], b, n, blocks, (&y0, &y1));
     c0[..BLOCK].copy_from_slice(&x0);
     copy_short(&x1[BLOCK - s1..], &mut c0[BLOCK..]);
     c1[..BLOCK].copy_from_slice(&y0);
