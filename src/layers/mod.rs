@@ -142,6 +142,16 @@ pub trait Layer<T: Float>: Send + Sync {
         false
     }
 
+    /// Asks the layer to apply the ReLU that runs right after it in its own pass over the
+    /// values, `y = relu(f(x))`, and to let through backward only the gradients where that
+    /// ReLU would (`f(x) > 0`, or NaN): the same bits as the two layers one after the other,
+    /// without a second walk over y and dy. True when the layer now does it (the network then
+    /// skips the ReLU, see [`crate::Network::push`]); false, and nothing changed, for layers
+    /// that cannot. Default: false.
+    fn fuse_relu(&mut self) -> bool {
+        false
+    }
+
     /// Layers that draw random numbers in forward (Dropout) reuse their last draw while `hold`
     /// is true, so that the loss is a fixed function of x and the parameters (for gradient
     /// checks). Other layers ignore it.

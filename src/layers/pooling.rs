@@ -27,6 +27,8 @@ pub enum PoolKind {
 /// max:     y = max over the window,   dx[argmax] += dy   (the first maximum on ties)
 /// average: y = Σ window / (PH·PW),    dx[each]   += dy / (PH·PW)
 /// ```
+/// A 2x2 max pooling can take in the ReLU after it ([`Layer::fuse_relu`]):
+/// `y = relu(max)`, and `dx[argmax] = dy` only where `max > 0` (or NaN), else nothing.
 ///
 /// # Memory
 /// The argmax buffer is kept from batch to batch, y is written into the last dout's memory
@@ -46,7 +48,8 @@ pub struct Pooling<T: Float = f32> {
     // bottom-left, 3 bottom-right) instead: a quarter of the argmax's memory, and backward
     // then writes each dx row once, in order, where zeroing dx and scattering into it walked
     // it twice (the two took 0.8 ms of a 6.7 ms SimpleConvNet step)
-    corner: Vec<u8>,            // (N·C·OH·OW)
+    corner: Vec<u8>, // (N·C·OH·OW); 4: no pixel (a fused ReLU zeroed the window)
+    relu: bool,      // y = relu(max): the ReLU after this layer done here ([`Layer::fuse_relu`])
     x_spare: Option<ArrayD<T>>, // the last input's memory: backward writes dx into it
     y_spare: Option<ArrayD<T>>, // the last dout's memory: forward writes y into it
 }
@@ -77,6 +80,7 @@ impl<T: Float> Pooling<T> {
             x_dim: None,
             argmax: Vec::new(),
             corner: Vec::new(),
+            relu: false,
             x_spare: None,
             y_spare: None,
         }
@@ -153,7 +157,7 @@ impl<T: Float> Pooling<T> {
                 None => &mut [],
             };
             let threads = parallel::threads_for(src.len(), threads);
-            max_2x2(src, (h, w), (oh, ow), &mut y, corner, threads);
+            max_2x2(src, (h, w), (oh, ow), &mut y, corner, self.relu, threads);
         } else {
             y.clear();
             y.reserve(len);
@@ -225,19 +229,21 @@ impl<T: Float> Pooling<T> {
 /// Max pooling, windows 2x2 stride 2 (the book's networks): two input rows give one output
 /// row. Ties keep the first maximum in (row, column) order, as the general path. `corner`
 /// (training) gets which pixel won: 0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right;
-/// left empty (inference), the values alone. The output rows are cut into [`PARTS`] parts
-/// when `threads` > 1.
+/// left empty (inference), the values alone. With `relu`, y = relu(max), and corner 4 where
+/// that is 0 ([`relu_window`]). The output rows are cut into [`PARTS`] parts when `threads`
+/// > 1.
 fn max_2x2<T: Float>(
     src: &[T],
     (h, w): (usize, usize),
     (oh, ow): (usize, usize),
     y: &mut [T],
     corner: &mut [u8],
+    relu: bool,
     threads: usize,
 ) {
     let rows = y.len() / ow; // planes·OH
     if threads == 1 {
-        max_2x2_rows(src, (h, w), (oh, ow), 0, y, corner);
+        max_2x2_rows(src, (h, w), (oh, ow), 0, y, corner, relu);
         return;
     }
     let per = rows.div_ceil(PARTS).max(1) * ow;
@@ -248,7 +254,7 @@ fn max_2x2<T: Float>(
     };
     let parts: Vec<_> = y.chunks_mut(per).zip(corners).enumerate().collect();
     parallel::map(parts, threads, |(i, (y, corner))| {
-        max_2x2_rows(src, (h, w), (oh, ow), i * per / ow, y, corner)
+        max_2x2_rows(src, (h, w), (oh, ow), i * per / ow, y, corner, relu)
     });
 }
 
@@ -261,9 +267,10 @@ fn max_2x2_rows<T: Float>(
     first: usize,
     y: &mut [T],
     corner: &mut [u8],
+    relu: bool,
 ) {
     #[inline(always)]
-    fn rows<T: Float>(
+    fn rows<T: Float, const RELU: bool>(
         src: &[T],
         (h, w): (usize, usize),
         (oh, ow): (usize, usize),
@@ -276,16 +283,16 @@ fn max_2x2_rows<T: Float>(
             let top = plane * h * w + 2 * oy * w;
             let (a, b) = (&src[top..top + 2 * ow], &src[top + w..top + w + 2 * ow]);
             if corner.is_empty() {
-                max_2x2_row_values(a, b, y);
+                max_2x2_row_values::<T, RELU>(a, b, y);
             } else {
-                max_2x2_row(a, b, y, &mut corner[i * ow..(i + 1) * ow]);
+                max_2x2_row::<T, RELU>(a, b, y, &mut corner[i * ow..(i + 1) * ow]);
             }
         }
     }
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx2")]
-        unsafe fn rows_avx2<T: Float>(
+        unsafe fn rows_avx2<T: Float, const RELU: bool>(
             src: &[T],
             hw: (usize, usize),
             out: (usize, usize),
@@ -293,20 +300,38 @@ fn max_2x2_rows<T: Float>(
             y: &mut [T],
             corner: &mut [u8],
         ) {
-            rows(src, hw, out, first, y, corner)
+            rows::<T, RELU>(src, hw, out, first, y, corner)
         }
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU has the feature the function is compiled for
-            unsafe { rows_avx2(src, (h, w), (oh, ow), first, y, corner) };
+            unsafe {
+                if relu {
+                    rows_avx2::<T, true>(src, (h, w), (oh, ow), first, y, corner)
+                } else {
+                    rows_avx2::<T, false>(src, (h, w), (oh, ow), first, y, corner)
+                }
+            };
             return;
         }
     }
-    rows(src, (h, w), (oh, ow), first, y, corner)
+    if relu {
+        rows::<T, true>(src, (h, w), (oh, ow), first, y, corner)
+    } else {
+        rows::<T, false>(src, (h, w), (oh, ow), first, y, corner)
+    }
 }
 
 /// One output row: `a` and `b` the window's two input rows.
 #[inline(always)]
-fn max_2x2_row<T: Float>(a: &[T], b: &[T], y: &mut [T], corner: &mut [u8]) {
+fn max_2x2_row<T: Float, const RELU: bool>(a: &[T], b: &[T], y: &mut [T], corner: &mut [u8]) {
+    let window = |a0, a1, b0, b1| {
+        let (best, at) = max_2x2_window(a0, a1, b0, b1);
+        if RELU {
+            relu_window(best, at)
+        } else {
+            (best, at)
+        }
+    };
     // NOTE: four windows at a time, then the rest one by one: with the loop over the row
     // alone, LLVM vectorised it 8 windows wide and left SimpleConvNet's 12-window rows a third
     // scalar
@@ -317,14 +342,14 @@ fn max_2x2_row<T: Float>(a: &[T], b: &[T], y: &mut [T], corner: &mut [u8]) {
         .zip(y4.chunks_exact_mut(4).zip(k4.chunks_exact_mut(4)));
     for ((a, b), (y, k)) in quads {
         for t in 0..4 {
-            (y[t], k[t]) = max_2x2_window(a[2 * t], a[2 * t + 1], b[2 * t], b[2 * t + 1]);
+            (y[t], k[t]) = window(a[2 * t], a[2 * t + 1], b[2 * t], b[2 * t + 1]);
         }
     }
     let windows = a[2 * four..]
         .chunks_exact(2)
         .zip(b[2 * four..].chunks_exact(2));
     for ((y, k), (a, b)) in y1.iter_mut().zip(k1.iter_mut()).zip(windows) {
-        (*y, *k) = max_2x2_window(a[0], a[1], b[0], b[1]);
+        (*y, *k) = window(a[0], a[1], b[0], b[1]);
     }
 }
 
@@ -344,12 +369,27 @@ fn max_2x2_window<T: Float>(a0: T, a1: T, b0: T, b1: T) -> (T, u8) {
     (best, at)
 }
 
-/// [`max_2x2_row`]'s values without the corner (inference): the same [`max_2x2_window`], so
-/// the same value (the sign of a zero included) as training's forward.
+/// A ReLU fused into the pooling ([`Layer::fuse_relu`]) on a window's maximum and its corner:
+/// relu(max), as [`crate::layers::Relu`] computes it (`max <= 0` gives 0, NaN passes), and
+/// corner 4, no pixel, where the ReLU's mask would stop the gradient.
 #[inline(always)]
-fn max_2x2_row_values<T: Float>(a: &[T], b: &[T], y: &mut [T]) {
+fn relu_window<T: Float>(best: T, at: u8) -> (T, u8) {
+    let dead = best <= T::zero();
+    (
+        if dead { T::zero() } else { best },
+        if dead { 4 } else { at },
+    )
+}
+
+/// [`max_2x2_row`]'s values without the corner (inference): the same [`max_2x2_window`] (and
+/// [`relu_window`]), so the same value, the sign of a zero included, as training's forward.
+#[inline(always)]
+fn max_2x2_row_values<T: Float, const RELU: bool>(a: &[T], b: &[T], y: &mut [T]) {
     // the corner is computed and dropped: LLVM leaves it out
-    let max = |a0, a1, b0, b1| max_2x2_window(a0, a1, b0, b1).0;
+    let max = |a0, a1, b0, b1| {
+        let (best, at) = max_2x2_window(a0, a1, b0, b1);
+        if RELU { relu_window(best, at).0 } else { best }
+    };
     // four windows at a time, as max_2x2_row
     let four = y.len() / 4 * 4;
     let (y4, y1) = y.split_at_mut(four);
@@ -427,6 +467,7 @@ fn unpool_2x2_planes<T: Float>(
 fn unpool_2x2_row<T: Float>(dy: &[T], corner: &[u8], top: &mut [T], bottom: &mut [T]) {
     let zero = T::zero();
     let windows = top.chunks_exact_mut(2).zip(bottom.chunks_exact_mut(2));
+    // NOTE: corner 4 (a fused ReLU zeroed the window) matches none of 0-3: four zeros
     for ((&g, &k), (t, b)) in dy.iter().zip(corner).zip(windows) {
         // 0 + g, as adding into a zeroed dx gave: a gradient of -0 lands as +0
         let g = zero + g;
@@ -520,6 +561,13 @@ impl<T: Float> Layer<T> for Pooling<T> {
         self.kind == PoolKind::Max
     }
 
+    fn fuse_relu(&mut self) -> bool {
+        // the 2x2 kernels apply it as they write y and the corner; dy then reaches no pixel
+        // of a window the ReLU zeroed, as the ReLU's backward would have zeroed it
+        self.relu = self.is_max_2x2();
+        self.relu
+    }
+
     fn backward(&mut self, dout: ArrayD<T>) -> ArrayD<T> {
         let x_dim = self
             .x_dim
@@ -589,6 +637,7 @@ mod tests {
     use super::*;
     use crate::Rng;
     use crate::gradcheck::check_layer;
+    use crate::layers::Relu;
     use ndarray::{Array, Array2};
 
     fn image(rows: &[&[f64]]) -> ArrayD<f64> {
@@ -719,6 +768,80 @@ mod tests {
     }
 
     #[test]
+    fn a_fused_relu_gives_the_bits_of_the_relu_after_the_pooling() {
+        // zeros of either sign, negatives, ties and NaN: what the ReLU's test `v <= 0` and
+        // its mask `v > 0 or NaN` decide; odd sizes, a batch split over threads, f32 and f64
+        let mut rng = Rng::new(43);
+        let values = [-1.0f32, -0.0, 0.0, 1.0, 2.0, f32::NAN];
+        for (n, h, w) in [(2, 7, 5), (3, 6, 8), (64, 24, 24)] {
+            let x = Array::from_shape_fn((n, 30, h, w), |_| values[rng.below(6)]).into_dyn();
+            let dy = Array::from_shape_fn((n, 30, h / 2, w / 2), |_| {
+                [-0.0f32, 0.5, -2.0][rng.below(3)]
+            })
+            .into_dyn();
+            let bits = |a: &ArrayD<f32>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            for threads in [1, 2, 3] {
+                let (mut pool, mut relu) = (Pooling::<f32>::max(2, 2, 2), Relu::new());
+                let mut fused = Pooling::<f32>::max(2, 2, 2);
+                assert!(Layer::<f32>::fuse_relu(&mut fused));
+                for p in [&mut pool, &mut fused] {
+                    Layer::<f32>::set_threads(p, threads);
+                }
+                let y =
+                    Layer::<f32>::forward(&mut relu, Layer::<f32>::forward(&mut pool, x.clone()));
+                let y_fused = Layer::<f32>::forward(&mut fused, x.clone());
+                assert_eq!(
+                    bits(&y_fused),
+                    bits(&y),
+                    "{n}x30x{h}x{w}, {threads} threads"
+                );
+                assert_eq!(bits(&Layer::<f32>::predict(&fused, x.clone())), bits(&y));
+                let dx = Layer::<f32>::backward(
+                    &mut pool,
+                    Layer::<f32>::backward(&mut relu, dy.clone()),
+                );
+                let dx_fused = Layer::<f32>::backward(&mut fused, dy.clone());
+                assert_eq!(
+                    bits(&dx_fused),
+                    bits(&dx),
+                    "{n}x30x{h}x{w}, {threads} threads"
+                );
+            }
+        }
+        // f64
+        let x =
+            Array::from_shape_fn((2, 3, 6, 6), |_| [-1.0, -0.0, 0.0, 3.0][rng.below(4)]).into_dyn();
+        let mut fused = Pooling::<f64>::max(2, 2, 2);
+        assert!(Layer::<f64>::fuse_relu(&mut fused));
+        let mut relu = Relu::new();
+        let expected = Layer::<f64>::forward(
+            &mut relu,
+            Layer::<f64>::predict(&Pooling::max(2, 2, 2), x.clone()),
+        );
+        let y = Layer::<f64>::forward(&mut fused, x.clone());
+        assert_eq!(y.mapv(f64::to_bits), expected.mapv(f64::to_bits));
+    }
+
+    #[test]
+    fn only_2x2_max_pooling_takes_a_relu_in() {
+        assert!(!Layer::<f32>::fuse_relu(&mut Pooling::<f32>::max(3, 3, 2)));
+        assert!(!Layer::<f32>::fuse_relu(&mut Pooling::<f32>::new(
+            PoolKind::Average,
+            2,
+            2,
+            2,
+            0
+        )));
+        assert!(!Layer::<f32>::fuse_relu(&mut Pooling::<f32>::new(
+            PoolKind::Max,
+            2,
+            2,
+            2,
+            1
+        )));
+    }
+
+    #[test]
     fn overlapping_windows_add_their_gradients() {
         // 3x3 windows, stride 1, on a 3x4 image whose maximum 9 is in both windows.
         let x = image(&[&[0., 1., 2., 0.], &[3., 9., 4., 0.], &[0., 5., 6., 7.]]);
@@ -750,6 +873,20 @@ mod tests {
                     row.max_rel_err < 1e-7,
                     "{kind:?} {ph}x{pw} s{s} p{p} on {h}x{w}: {row}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn gradient_check_with_a_fused_relu() {
+        // about half the windows' maxima below zero: the fused ReLU zeroes them
+        let mut rng = Rng::new(44);
+        for (h, w) in [(6, 6), (7, 5)] {
+            let mut pool = Pooling::max(2, 2, 2);
+            assert!(Layer::<f64>::fuse_relu(&mut pool));
+            let x = Array::from_shape_fn((2, 3, h, w), |_| rng.normal() - 1.0).into_dyn();
+            for row in check_layer(&mut pool, x, &mut rng) {
+                assert!(row.max_rel_err < 1e-7, "2x2 with ReLU on {h}x{w}: {row}");
             }
         }
     }
