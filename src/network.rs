@@ -401,11 +401,22 @@ pub fn correct_predictions<T: Float>(scores: &ArrayD<T>, labels: &[usize]) -> us
         labels.len(),
         "one label per row of scores"
     );
-    scores
-        .axis_iter(Axis(0))
-        .zip(labels)
-        .filter(|(row, t)| argmax(row.iter().copied()) == **t)
-        .count()
+    let n = labels.len();
+    let classes = scores.len() / n.max(1);
+    // NOTE: rows as slices: through the n-dimensional views of `axis_iter` this was 6% of
+    // the book's evaluation (70 000 images through 784-50-10, perf)
+    let rows = scores.as_slice().map(|s| s.chunks_exact(classes.max(1)));
+    match rows {
+        Some(rows) if classes > 0 => rows
+            .zip(labels)
+            .filter(|(row, t)| argmax(row.iter().copied()) == **t)
+            .count(),
+        _ => scores
+            .axis_iter(Axis(0))
+            .zip(labels)
+            .filter(|(row, t)| argmax(row.iter().copied()) == **t)
+            .count(),
+    }
 }
 
 /// The index of the first maximum (NumPy's `argmax`).
@@ -424,7 +435,7 @@ mod tests {
     use super::*;
     use crate::Rng;
     use crate::layers::{Affine, Convolution, PoolKind, Pooling, Relu};
-    use ndarray::{Array1, Array2, Array4};
+    use ndarray::{Array1, Array2, Array4, ShapeBuilder, arr2};
 
     /// conv -> relu -> max pool -> affine: the network runs the pooling before the ReLU (and
     /// a 2x2 pooling applies the ReLU itself); the same layers run by hand in the book's order
@@ -494,6 +505,28 @@ mod tests {
                 assert_eq!(grad, book_grad, "{name}");
             }
         }
+    }
+
+    /// The first maximum wins ties, NaN never wins; any layout of the scores counts the same.
+    #[test]
+    fn correct_predictions_by_hand_in_any_layout() {
+        let scores = arr2(&[
+            [0.1, 0.7, 0.2],
+            [0.5, 0.5, 0.0],
+            [f64::NAN, 0.1, 0.3],
+            [-1.0, -2.0, -0.5],
+        ]);
+        let labels = [1, 0, 2, 1];
+        assert_eq!(correct_predictions(&scores.clone().into_dyn(), &labels), 3);
+        let mut column_major = Array2::zeros((4, 3).f());
+        column_major.assign(&scores);
+        let column_major = column_major.into_dyn();
+        assert!(column_major.as_slice().is_none());
+        assert_eq!(correct_predictions(&column_major, &labels), 3);
+        assert_eq!(
+            correct_predictions(&ArrayD::<f64>::zeros(vec![0, 3]), &[]),
+            0
+        );
     }
 
     /// Two poolings, each after a ReLU: each is run before its ReLU and takes it in.
