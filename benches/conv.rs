@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use backprop::Rng;
-use backprop::layers::{Convolution, Layer, Pooling};
+use backprop::layers::{Convolution, Layer, Pooling, Relu};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use ndarray::{Array1, Array4, ArrayD};
 
@@ -122,6 +122,39 @@ fn bench_conv(c: &mut Criterion) {
             )
         });
     }
+    // W3's pooling with the ReLU before it: as two layers, and with the ReLU taken in
+    // (Layer::fuse_relu, what the network runs)
+    let x = random((100, 30, 24, 24), &mut rng);
+    let dy = random((100, 30, 12, 12), &mut rng);
+    let (mut pool, mut relu) = (Pooling::max(2, 2, 2), Relu::new());
+    c.bench_function(
+        "SimpleConvNet pool 2x2 then ReLU, two layers: forward + backward, batch 100",
+        |b| {
+            b.iter_batched(
+                || (x.clone(), dy.clone()),
+                |(x, dy)| {
+                    Layer::<f32>::forward(&mut relu, Layer::<f32>::forward(&mut pool, x));
+                    Layer::<f32>::backward(&mut pool, Layer::<f32>::backward(&mut relu, dy))
+                },
+                BatchSize::LargeInput,
+            )
+        },
+    );
+    let mut fused = Pooling::max(2, 2, 2);
+    assert!(Layer::<f32>::fuse_relu(&mut fused));
+    c.bench_function(
+        "SimpleConvNet pool 2x2 with the ReLU fused: forward + backward, batch 100",
+        |b| {
+            b.iter_batched(
+                || (x.clone(), dy.clone()),
+                |(x, dy)| {
+                    Layer::<f32>::forward(&mut fused, x);
+                    Layer::<f32>::backward(&mut fused, dy)
+                },
+                BatchSize::LargeInput,
+            )
+        },
+    );
 }
 
 criterion_group! {
