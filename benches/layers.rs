@@ -1,5 +1,5 @@
-//! Each piece of a W1 training step (TwoLayerNet 784-50-10, batch 100) on real MNIST data, and
-//! the dense layers of W2 and W3 at their shapes.
+//! Each piece of a W1 training step (TwoLayerNet 784-50-10, batch 100) on real MNIST data, W2's
+//! sparse first layer, and the dense layers of W2 and W3 at their shapes.
 //!
 //!     cargo bench --bench layers
 //!
@@ -56,6 +56,23 @@ fn bench_layers(c: &mut Criterion) {
     c.bench_function("sparse product Xᵀ·dY, transposed index given", |b| {
         b.iter(|| csc.matmul_acc(dy_2d.as_slice().unwrap(), dw.as_slice_mut().unwrap(), 1))
     });
+
+    // W2's first layer (batch 128, 256 outputs): B's rows are 1 KiB apart; dY has 128 of them
+    let indices128: Vec<usize> = (0..128).map(|_| rng.below(data.train.len())).collect();
+    let (x128, _) = data.train.batch::<f32>(&indices128);
+    let csr128 = SparseRows::index(x128.as_slice().unwrap(), 784, 0.6).unwrap();
+    let csc128 = csr128.transpose();
+    let w256 = gaussian::<f32>(784, 256, 0.05, &mut rng);
+    let dy256 = Array2::from_shape_fn((128, 256), |_| rng.normal() as f32);
+    let (mut y256, mut dw256) = (vec![0f32; 128 * 256], vec![0f32; 784 * 256]);
+    c.bench_function(
+        "W2 sparse product X·W1 (128x784 · 784x256), one thread",
+        |b| b.iter(|| csr128.matmul(w256.as_slice().unwrap(), &mut y256, 1)),
+    );
+    c.bench_function(
+        "W2 sparse product Xᵀ·dY (784x128 · 128x256), transposed index given, one thread",
+        |b| b.iter(|| csc128.matmul(dy256.as_slice().unwrap(), &mut dw256, 1)),
+    );
 
     let mut affine1 = Affine::new(w1, Array1::zeros(50));
     c.bench_function("Affine1 forward (100x784 -> 50), sparse input", |b| {

@@ -449,6 +449,74 @@ mod tests {
     }
 
     #[test]
+    fn a_short_b_packed_pass_by_pass_gives_the_bits_of_each_sum_in_order() {
+        // B of at most 32 KiB a pass of 64 columns (packed a pass at a time: f32 up to 128
+        // rows, f64 up to 64) and longer (read in place), widths of whole passes and not, rows
+        // empty and not, C added to and written, 1-2 threads: every entry is c + Σ v·b over
+        // the row's non-zeros in order, one multiply-add each
+        fn check<T: Float>(rng: &mut Rng, k: usize, n: usize) {
+            let fma = cfg!(target_arch = "x86_64")
+                && std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma");
+            let mut a = random(7, k, 0.8, rng).mapv(T::of);
+            a.row_mut(3).fill(T::zero());
+            let b = random(k, n, 0.0, rng).mapv(T::of);
+            let c0 = random(7, n, 0.0, rng).mapv(T::of);
+            let nz = SparseRows::index(a.as_slice().unwrap(), k, 0.0).unwrap();
+            for acc in [true, false] {
+                let mut expected = if acc {
+                    c0.clone()
+                } else {
+                    Array2::zeros((7, n))
+                };
+                for i in 0..7 {
+                    let (cols, vals) = nz.row(i);
+                    for j in 0..n {
+                        let mut sum = expected[[i, j]];
+                        for (&kk, &v) in cols.iter().zip(vals) {
+                            let bv = b[[kk as usize, j]];
+                            sum = if fma {
+                                madd::<T, true>(sum, v, bv)
+                            } else {
+                                madd::<T, false>(sum, v, bv)
+                            };
+                        }
+                        expected[[i, j]] = sum;
+                    }
+                }
+                for threads in [1, 2] {
+                    let mut c = if acc {
+                        c0.clone()
+                    } else {
+                        Array2::from_elem((7, n), T::nan())
+                    };
+                    let (bs, cs) = (b.as_slice().unwrap(), c.as_slice_mut().unwrap());
+                    if acc {
+                        nz.matmul_acc(bs, cs, threads);
+                    } else {
+                        nz.matmul(bs, cs, threads);
+                    }
+                    // the exact values, the sign of a zero included
+                    assert!(
+                        c.iter()
+                            .zip(&expected)
+                            .all(|(x, y)| x.integer_decode() == y.integer_decode()),
+                        "{} K {k}, N {n}, added to: {acc}, {threads} threads",
+                        T::NAME
+                    );
+                }
+            }
+        }
+        let mut rng = Rng::new(22);
+        for (k, n) in [(19, 64), (128, 256), (100, 100), (128, 300), (129, 256)] {
+            check::<f32>(&mut rng, k, n);
+        }
+        for (k, n) in [(19, 64), (64, 256), (60, 100), (65, 256)] {
+            check::<f64>(&mut rng, k, n);
+        }
+    }
+
+    #[test]
     fn rows_summed_in_pairs_give_the_bits_of_each_row_alone() {
         // widths whose rows the sparse kernel sums two at a time (33..=56), row counts odd and
         // even, rows of different lengths and empty ones, C added to and written
