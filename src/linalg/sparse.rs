@@ -370,9 +370,8 @@ fn sparse_ab<T: Float, const FMA: bool, const ACC: bool>(
         }
     }
     if n >= 2 * BLOCK && (b.len() / n) * 2 * BLOCK * std::mem::size_of::<T>() <= PACKED_PASS {
-        return packed_passes::<T, FMA, ACC>(a, first, b, c);
+        return packed_passes::<T, FMA, ACC>(a, first, (b, n), c);
     }
-    let zero = [T::zero(); BLOCK];
     for (i, c_row) in c.chunks_exact_mut(n).enumerate().skip(paired) {
         let (cols, vals) = a.row(first + i);
         if cols.is_empty() {
@@ -407,31 +406,10 @@ fn sparse_ab<T: Float, const FMA: bool, const ACC: bool>(
                 // of 8 (W1's 50 columns: 32 + 24 lanes, where two blocks of 32 summed 64)
                 let width = (n - j - BLOCK).next_multiple_of(8).min(BLOCK);
                 let s1 = (j + BLOCK).min(n - width);
-                let (c0, c1) = if ACC {
-                    (&c_row[s0..s0 + BLOCK], &c_row[s1..s1 + width])
-                } else {
-                    (&zero[..], &zero[..width])
-                };
-                let blocks = (cols, vals, b, n, (s0, s1), (c0, c1));
-                let (acc0, acc1) = match width {
-                    8 => two_blocks::<T, FMA, 8>(blocks),
-                    16 => two_blocks::<T, FMA, 16>(blocks),
-                    24 => two_blocks::<T, FMA, 24>(blocks),
-                    _ => two_blocks::<T, FMA, BLOCK>(blocks),
-                };
-                copy_short(&acc0[j - s0..], &mut c_row[j..s0 + BLOCK]);
-                copy_short(
-                    &acc1[j + BLOCK - s1..width],
-                    &mut c_row[j + BLOCK..s1 + width],
-                );
+                let pass = (j, s0, s1, width);
+                two_block_pass::<T, FMA, ACC>((cols, vals), (b, n, s0, s1), pass, c_row);
             } else {
-                let c0 = if ACC {
-                    &c_row[s0..s0 + BLOCK]
-                } else {
-                    &zero[..]
-                };
-                let acc = sum_block::<T, FMA>(cols, vals, b, n, s0, c0);
-                copy_short(&acc[j - s0..], &mut c_row[j..s0 + BLOCK]);
+                one_block_pass::<T, FMA, ACC>((cols, vals), b, (j, s0), c_row);
             }
             j += 2 * BLOCK;
         }
@@ -451,10 +429,9 @@ const PACKED_PASS: usize = 32 * 1024;
 fn packed_passes<T: Float, const FMA: bool, const ACC: bool>(
     a: &SparseRows<T>,
     first: usize,
-    b: &[T],
+    (b, n): (&[T], usize),
     c: &mut [T],
 ) {
-    let n = b.len() / a.ncols.max(1);
     let mut space = [0f64; PACKED_PASS / 8];
     // SAFETY: T is f32 or f64 (Float): f64's alignment covers it, and PACKED_PASS bytes hold
     // PACKED_PASS / size_of::<T>() of them
@@ -464,20 +441,12 @@ fn packed_passes<T: Float, const FMA: bool, const ACC: bool>(
             PACKED_PASS / std::mem::size_of::<T>(),
         )
     };
-    let zero = [T::zero(); BLOCK];
     for j in (0..n).step_by(2 * BLOCK) {
         let s0 = j.min(n - BLOCK);
         if j + BLOCK >= n {
             // one last block: summed from B where it lies
             for (i, c_row) in c.chunks_exact_mut(n).enumerate() {
-                let (cols, vals) = a.row(first + i);
-                let c0 = if ACC {
-                    &c_row[s0..s0 + BLOCK]
-                } else {
-                    &zero[..]
-                };
-                let acc = sum_block::<T, FMA>(cols, vals, b, n, s0, c0);
-                copy_short(&acc[j - s0..], &mut c_row[j..s0 + BLOCK]);
+                one_block_pass::<T, FMA, ACC>(a.row(first + i), b, (j, s0), c_row);
             }
             continue;
         }
@@ -489,28 +458,66 @@ fn packed_passes<T: Float, const FMA: bool, const ACC: bool>(
             copy_short(&row[s0..s0 + BLOCK], &mut packed[..BLOCK]);
             copy_short(&row[s1..s1 + width], &mut packed[BLOCK..]);
         }
-        let pass = &space[..b.len() / n * stride];
+        let packed = &space[..b.len() / n * stride];
         for (i, c_row) in c.chunks_exact_mut(n).enumerate() {
-            let (cols, vals) = a.row(first + i);
-            let (c0, c1) = if ACC {
-                (&c_row[s0..s0 + BLOCK], &c_row[s1..s1 + width])
-            } else {
-                (&zero[..], &zero[..width])
-            };
-            let blocks = (cols, vals, pass, stride, (0, BLOCK), (c0, c1));
-            let (acc0, acc1) = match width {
-                8 => two_blocks::<T, FMA, 8>(blocks),
-                16 => two_blocks::<T, FMA, 16>(blocks),
-                24 => two_blocks::<T, FMA, 24>(blocks),
-                _ => two_blocks::<T, FMA, BLOCK>(blocks),
-            };
-            copy_short(&acc0[j - s0..], &mut c_row[j..s0 + BLOCK]);
-            copy_short(
-                &acc1[j + BLOCK - s1..width],
-                &mut c_row[j + BLOCK..s1 + width],
+            let pass = (j, s0, s1, width);
+            two_block_pass::<T, FMA, ACC>(
+                a.row(first + i),
+                (packed, stride, 0, BLOCK),
+                pass,
+                c_row,
             );
         }
     }
+}
+
+/// Columns j..N of one row of C (N wide) when one block remains, starting at s0 (j, or N -
+/// BLOCK where a block from j would pass N), from the row's non-zeros and B in place.
+#[inline(always)]
+fn one_block_pass<T: Float, const FMA: bool, const ACC: bool>(
+    (cols, vals): (&[u32], &[T]),
+    b: &[T],
+    (j, s0): (usize, usize),
+    c_row: &mut [T],
+) {
+    let zero = [T::zero(); BLOCK];
+    let c0 = if ACC {
+        &c_row[s0..s0 + BLOCK]
+    } else {
+        &zero[..]
+    };
+    let acc = sum_block::<T, FMA>(cols, vals, b, c_row.len(), s0, c0);
+    copy_short(&acc[j - s0..], &mut c_row[j..s0 + BLOCK]);
+}
+
+/// Columns j..s1 + width of one row of C (N wide), its blocks starting at s0 (BLOCK wide) and
+/// s1 (`width` wide), from the row's non-zeros: B's rows `stride` apart, the blocks' columns
+/// at b0 and b1 of each (B in place: the same as s0 and s1; packed: 0 and BLOCK).
+#[inline(always)]
+fn two_block_pass<T: Float, const FMA: bool, const ACC: bool>(
+    (cols, vals): (&[u32], &[T]),
+    (b, stride, b0, b1): (&[T], usize, usize, usize),
+    (j, s0, s1, width): (usize, usize, usize, usize),
+    c_row: &mut [T],
+) {
+    let zero = [T::zero(); BLOCK];
+    let (c0, c1) = if ACC {
+        (&c_row[s0..s0 + BLOCK], &c_row[s1..s1 + width])
+    } else {
+        (&zero[..], &zero[..width])
+    };
+    let blocks = (cols, vals, b, stride, (b0, b1), (c0, c1));
+    let (acc0, acc1) = match width {
+        8 => two_blocks::<T, FMA, 8>(blocks),
+        16 => two_blocks::<T, FMA, 16>(blocks),
+        24 => two_blocks::<T, FMA, 24>(blocks),
+        _ => two_blocks::<T, FMA, BLOCK>(blocks),
+    };
+    copy_short(&acc0[j - s0..], &mut c_row[j..s0 + BLOCK]);
+    copy_short(
+        &acc1[j + BLOCK - s1..width],
+        &mut c_row[j + BLOCK..s1 + width],
+    );
 }
 
 /// Two rows of C (BLOCK < N <= BLOCK + W) summed side by side: each row over its own
