@@ -458,9 +458,8 @@ fn packed_passes<T: Float, const FMA: bool, const ACC: bool>(
             copy_short(&row[s0..s0 + BLOCK], &mut packed[..BLOCK]);
             copy_short(&row[s1..s1 + width], &mut packed[BLOCK..]);
         }
-        let packed = &space[..b.len() / n * stride];
+        let (packed, pass) = (&space[..b.len() / n * stride], (j, s0, s1, width));
         for (i, c_row) in c.chunks_exact_mut(n).enumerate() {
-            let pass = (j, s0, s1, width);
             two_block_pass::<T, FMA, ACC>(
                 a.row(first + i),
                 (packed, stride, 0, BLOCK),
