@@ -13,6 +13,9 @@ use std::any::TypeId;
 use super::{copy_short, madd};
 use crate::{Float, parallel};
 
+#[cfg(target_arch = "x86_64")]
+mod union;
+
 /// Non-zero entries of a (M, K) matrix, row by row (compressed sparse rows).
 #[derive(Clone, Debug)]
 pub struct SparseRows<T> {
@@ -312,6 +315,20 @@ impl<T: Float> SparseRows<T> {
     fn rows_product<const ACC: bool>(&self, first: usize, b: &[T], c: &mut [T]) {
         #[cfg(target_arch = "x86_64")]
         {
+            let n = b.len() / self.ncols.max(1);
+            if TypeId::of::<T>() == TypeId::of::<f32>() && !short_b::<T>(b.len(), n) {
+                // SAFETY: T is f32 (same TypeId): the same layout
+                let (a, b32, c32) = unsafe {
+                    (
+                        &*(self as *const SparseRows<T> as *const SparseRows<f32>),
+                        &*(b as *const [T] as *const [f32]),
+                        &mut *(c as *mut [T] as *mut [f32]),
+                    )
+                };
+                if union::takes(a, n) {
+                    return union::rows_product::<ACC>(a, first, b32, c32);
+                }
+            }
             #[target_feature(enable = "avx2,fma")]
             fn avx2_fma<T: Float, const ACC: bool>(
                 a: &SparseRows<T>,
@@ -330,6 +347,19 @@ impl<T: Float> SparseRows<T> {
         }
         sparse_ab::<T, false, ACC>(self, first, b, c)
     }
+}
+
+/// Whether C = A·B goes four rows at a time over their union (f32, AVX-512, N a multiple of
+/// 64, B not short): for the tests.
+#[cfg(test)]
+pub(crate) fn by_union<T: Float>(a: &SparseRows<T>, n: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if TypeId::of::<T>() == TypeId::of::<f32>() && !short_b::<T>(a.ncols() * n, n) {
+        // SAFETY: T is f32 (same TypeId)
+        let a = unsafe { &*(a as *const SparseRows<T> as *const SparseRows<f32>) };
+        return union::takes(a, n);
+    }
+    false
 }
 
 /// Output columns handled at once: 2 x 32 accumulators stay in registers (8 AVX vectors of f32).
@@ -369,7 +399,7 @@ fn sparse_ab<T: Float, const FMA: bool, const ACC: bool>(
             paired += 2;
         }
     }
-    if n >= 2 * BLOCK && (b.len() / n) * 2 * BLOCK * std::mem::size_of::<T>() <= PACKED_PASS {
+    if short_b::<T>(b.len(), n) {
         return packed_passes::<T, FMA, ACC>(a, first, (b, n), c);
     }
     for (i, c_row) in c.chunks_exact_mut(n).enumerate().skip(paired) {
@@ -414,6 +444,12 @@ fn sparse_ab<T: Float, const FMA: bool, const ACC: bool>(
             j += 2 * BLOCK;
         }
     }
+}
+
+/// Whether B (`len` entries, N wide) is short enough for [`packed_passes`]: two blocks of
+/// each of its rows fit [`PACKED_PASS`].
+fn short_b<T>(len: usize, n: usize) -> bool {
+    n >= 2 * BLOCK && (len / n) * 2 * BLOCK * std::mem::size_of::<T>() <= PACKED_PASS
 }
 
 /// Bytes of B's columns that [`packed_passes`] copies for one pass, at most: the 32 KiB of
