@@ -315,19 +315,15 @@ impl<T: Float> SparseRows<T> {
     fn rows_product<const ACC: bool>(&self, first: usize, b: &[T], c: &mut [T]) {
         #[cfg(target_arch = "x86_64")]
         {
-            let n = b.len() / self.ncols.max(1);
-            if TypeId::of::<T>() == TypeId::of::<f32>() && !short_b::<T>(b.len(), n) {
-                // SAFETY: T is f32 (same TypeId): the same layout
-                let (a, b32, c32) = unsafe {
+            if let Some(a) = by_union(self, b.len() / self.ncols.max(1)) {
+                // SAFETY: T is f32 (`by_union` checked its TypeId): the same layout
+                let (b, c) = unsafe {
                     (
-                        &*(self as *const SparseRows<T> as *const SparseRows<f32>),
                         &*(b as *const [T] as *const [f32]),
                         &mut *(c as *mut [T] as *mut [f32]),
                     )
                 };
-                if union::takes(a, n) {
-                    return union::rows_product::<ACC>(a, first, b32, c32);
-                }
+                return union::rows_product::<ACC>(a, first, b, c);
             }
             #[target_feature(enable = "avx2,fma")]
             fn avx2_fma<T: Float, const ACC: bool>(
@@ -349,17 +345,16 @@ impl<T: Float> SparseRows<T> {
     }
 }
 
-/// Whether C = A·B goes four rows at a time over their union (f32, AVX-512, N a multiple of
-/// 64, B not short): for the tests.
-#[cfg(test)]
-pub(crate) fn by_union<T: Float>(a: &SparseRows<T>, n: usize) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    if TypeId::of::<T>() == TypeId::of::<f32>() && !short_b::<T>(a.ncols() * n, n) {
-        // SAFETY: T is f32 (same TypeId)
-        let a = unsafe { &*(a as *const SparseRows<T> as *const SparseRows<f32>) };
-        return union::takes(a, n);
+/// A, as f32, when C = A·B (N wide) goes four rows at a time over their union: f32 with
+/// AVX-512, N a multiple of 64, B not short ([`union::takes`]).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn by_union<T: Float>(a: &SparseRows<T>, n: usize) -> Option<&SparseRows<f32>> {
+    if TypeId::of::<T>() != TypeId::of::<f32>() || short_b::<T>(a.ncols() * n, n) {
+        return None;
     }
-    false
+    // SAFETY: T is f32 (same TypeId): the same layout
+    let a = unsafe { &*(a as *const SparseRows<T> as *const SparseRows<f32>) };
+    union::takes(a, n).then_some(a)
 }
 
 /// Output columns handled at once: 2 x 32 accumulators stay in registers (8 AVX vectors of f32).

@@ -133,9 +133,9 @@ fn pass<const ACC: bool>(
 ) {
     let rows = c.len() / n;
     let mut acc = [_mm512_setzero_ps(); GROUP * 4];
-    for r in 0..rows {
-        let row: &[f32; PASS] = c[r * n + j..r * n + j + PASS].try_into().unwrap();
-        if ACC {
+    if ACC {
+        for r in 0..rows {
+            let row: &[f32; PASS] = c[r * n + j..r * n + j + PASS].try_into().unwrap();
             for q in 0..4 {
                 // SAFETY: 16 lanes of the row's pass, inside `row`
                 acc[r * 4 + q] = unsafe { _mm512_loadu_ps(row.as_ptr().add(16 * q)) };
