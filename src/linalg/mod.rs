@@ -449,11 +449,13 @@ mod tests {
     }
 
     #[test]
-    fn a_short_b_packed_pass_by_pass_gives_the_bits_of_each_sum_in_order() {
+    fn a_short_b_packed_gives_the_bits_of_each_sum_in_order() {
         // B of at most 32 KiB a pass of 64 columns (packed a pass at a time: f32 up to 128
-        // rows, f64 up to 64) and longer (read in place), widths of whole passes and not, rows
-        // empty and not, C added to and written, 1-2 threads: every entry is c + Σ v·b over
-        // the row's non-zeros in order, one multiply-add each
+        // rows, f64 up to 64) and longer (read in place), widths of whole passes and not; and
+        // widths whose rows go two at a time (33..=56: B copied once, 32 + 8..24 columns a
+        // row, when it fits 32 KiB); rows empty and not, an odd row count, C added to and
+        // written, 1-2 threads: every entry is c + Σ v·b over the row's non-zeros in order,
+        // one multiply-add each
         fn check<T: Float>(rng: &mut Rng, k: usize, n: usize) {
             let fma = cfg!(target_arch = "x86_64")
                 && std::arch::is_x86_feature_detected!("avx2")
@@ -511,7 +513,24 @@ mod tests {
         for (k, n) in [(19, 64), (128, 256), (100, 100), (128, 300), (129, 256)] {
             check::<f32>(&mut rng, k, n);
         }
-        for (k, n) in [(19, 64), (64, 256), (60, 100), (65, 256)] {
+        for (k, n) in [
+            (100, 50),
+            (146, 33),
+            (100, 40),
+            (100, 56),
+            (147, 50),
+            (784, 50),
+        ] {
+            check::<f32>(&mut rng, k, n);
+        }
+        for (k, n) in [
+            (19, 64),
+            (64, 256),
+            (60, 100),
+            (65, 256),
+            (60, 50),
+            (100, 41),
+        ] {
             check::<f64>(&mut rng, k, n);
         }
     }

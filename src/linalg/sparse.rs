@@ -9,6 +9,7 @@
 //! exact zero result.
 
 use std::any::TypeId;
+use std::cell::RefCell;
 
 use super::{copy_short, madd};
 use crate::{Float, parallel};
@@ -325,23 +326,31 @@ impl<T: Float> SparseRows<T> {
                 };
                 return union::rows_product::<ACC>(a, first, b, c);
             }
-            #[target_feature(enable = "avx2,fma")]
-            fn avx2_fma<T: Float, const ACC: bool>(
-                a: &SparseRows<T>,
-                first: usize,
-                b: &[T],
-                c: &mut [T],
-            ) {
-                sparse_ab::<T, true, ACC>(a, first, b, c)
-            }
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                // SAFETY: the processor supports AVX2 and FMA, checked just above.
-                return unsafe { avx2_fma::<T, ACC>(self, first, b, c) };
-            }
         }
-        sparse_ab::<T, false, ACC>(self, first, b, c)
+        // NOTE: the space is fetched here, outside the kernels: code in a closure handed to
+        // the thread-local is not compiled with the caller's target features (its `mul_add`
+        // became a library call, 35 times slower)
+        with_packing_space(|space| {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                fn avx2_fma<T: Float, const ACC: bool>(
+                    a: &SparseRows<T>,
+                    first: usize,
+                    (b, c): (&[T], &mut [T]),
+                    space: &mut [T],
+                ) {
+                    sparse_ab::<T, true, ACC>(a, first, (b, c), space)
+                }
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: the processor supports AVX2 and FMA, checked just above.
+                    return unsafe { avx2_fma::<T, ACC>(self, first, (b, c), space) };
+                }
+            }
+            sparse_ab::<T, false, ACC>(self, first, (b, c), space)
+        })
     }
 }
 
@@ -368,14 +377,13 @@ const BLOCK: usize = 32;
 fn sparse_ab<T: Float, const FMA: bool, const ACC: bool>(
     a: &SparseRows<T>,
     first: usize,
-    b: &[T],
-    c: &mut [T],
+    (b, c): (&[T], &mut [T]),
+    space: &mut [T],
 ) {
     let n = b.len() / a.ncols.max(1);
     if n == 0 {
         return;
     }
-    let m = c.len() / n;
     let mut paired = 0;
     // NOTE: rows of BLOCK + 8 to BLOCK + 24 columns (W1's 50) two at a time: a row's sums
     // are one chain of dependent multiply-adds whatever its width, and a second row's chain
@@ -383,19 +391,24 @@ fn sparse_ab<T: Float, const FMA: bool, const ACC: bool>(
     // one thread: 2.50 -> 2.20 ns a non-zero, 30 and 100 images). Wider rows would need more
     // than the 16 vector registers.
     if BLOCK < n && n <= BLOCK + 24 {
-        while paired + 1 < m {
-            let (r0, r1) = c[paired * n..(paired + 2) * n].split_at_mut(n);
-            let rows = [a.row(first + paired), a.row(first + paired + 1)];
-            match (n - BLOCK).next_multiple_of(8) {
-                8 => pair_of_rows::<T, FMA, ACC, 8>(rows, b, n, [r0, r1]),
-                16 => pair_of_rows::<T, FMA, ACC, 16>(rows, b, n, [r0, r1]),
-                _ => pair_of_rows::<T, FMA, ACC, 24>(rows, b, n, [r0, r1]),
+        // the second block: the last `w` columns
+        let w = (n - BLOCK).next_multiple_of(8);
+        let stride = BLOCK + w;
+        if (b.len() / n) * stride * size_of::<T>() <= PACKED_PASS {
+            // NOTE: a short B (W1's dY, 100 x 50, for dW1) read from a copy whose rows are
+            // [its first BLOCK columns, its last w], 32-byte aligned (`PACKING`)
+            let packed = &mut space[..b.len() / n * stride];
+            for (row, p) in b.chunks_exact(n).zip(packed.chunks_exact_mut(stride)) {
+                copy_short(&row[..BLOCK], &mut p[..BLOCK]);
+                copy_short(&row[n - w..], &mut p[BLOCK..]);
             }
-            paired += 2;
+            paired_rows::<T, FMA, ACC>(a, first, (packed, stride, BLOCK), n, c);
+            return;
         }
+        paired = paired_rows::<T, FMA, ACC>(a, first, (b, n, n - w), n, c);
     }
     if short_b::<T>(b.len(), n) {
-        return packed_passes::<T, FMA, ACC>(a, first, (b, n), c);
+        return packed_passes::<T, FMA, ACC>(a, first, (b, n), c, space);
     }
     for (i, c_row) in c.chunks_exact_mut(n).enumerate().skip(paired) {
         let (cols, vals) = a.row(first + i);
@@ -441,6 +454,41 @@ fn sparse_ab<T: Float, const FMA: bool, const ACC: bool>(
     }
 }
 
+/// The rows of C (N wide, BLOCK < N <= BLOCK + 24) two at a time ([`pair_of_rows`]), from
+/// B's rows `stride` apart with the first block at column 0 of each and the last `w` columns at
+/// `b1` (B in place: N and N - w; packed: BLOCK + w and BLOCK). Returns the rows done: all of
+/// them when B is packed (an odd last row goes alone), else an even number.
+#[inline(always)]
+fn paired_rows<T: Float, const FMA: bool, const ACC: bool>(
+    a: &SparseRows<T>,
+    first: usize,
+    (b, stride, b1): (&[T], usize, usize),
+    n: usize,
+    c: &mut [T],
+) -> usize {
+    let (m, w) = (c.len() / n, (n - BLOCK).next_multiple_of(8));
+    let mut paired = 0;
+    while paired + 1 < m {
+        let (r0, r1) = c[paired * n..(paired + 2) * n].split_at_mut(n);
+        let rows = [a.row(first + paired), a.row(first + paired + 1)];
+        let b = (b, stride, b1);
+        match w {
+            8 => pair_of_rows::<T, FMA, ACC, 8>(rows, b, n, [r0, r1]),
+            16 => pair_of_rows::<T, FMA, ACC, 16>(rows, b, n, [r0, r1]),
+            _ => pair_of_rows::<T, FMA, ACC, 24>(rows, b, n, [r0, r1]),
+        }
+        paired += 2;
+    }
+    if paired < m && b1 == BLOCK {
+        // packed: the pass the row-by-row loop gives this row, from the copy
+        let pass = (0, 0, n - w, w);
+        let c_row = &mut c[paired * n..];
+        two_block_pass::<T, FMA, ACC>(a.row(first + paired), (b, stride, 0, BLOCK), pass, c_row);
+        paired += 1;
+    }
+    paired
+}
+
 /// Whether B (`len` entries, N wide) is short enough for [`packed_passes`]: two blocks of
 /// each of its rows fit [`PACKED_PASS`].
 fn short_b<T>(len: usize, n: usize) -> bool {
@@ -450,6 +498,38 @@ fn short_b<T>(len: usize, n: usize) -> bool {
 /// Bytes of B's columns that [`packed_passes`] copies for one pass, at most: the 32 KiB of
 /// the L1 data cache (W2's dY: 128 rows x 64 f32).
 const PACKED_PASS: usize = 32 * 1024;
+
+/// A cache line of the packing space.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([f64; 8]);
+
+thread_local! {
+    /// This thread's packing space: [`PACKED_PASS`] bytes aligned to a cache line, so that no
+    /// 8-lane read of a packed row (256 or 224 bytes apart) straddles two lines.
+    /// NOTE: a throwaway timing of W1's dW1 with dY read in place, 100 rows, one thread: 56
+    /// columns (rows 224 bytes apart, reads 32-byte aligned) 28.3-29.5 µs, 50 columns
+    /// 33.8-35.2, 56 columns at an 8-byte offset 34.1-34.4: a read across two lines costs
+    /// twice. Kept from call to call rather than a fresh array on the stack, which is zeroed
+    /// (32 KiB) at each call.
+    static PACKING: RefCell<Vec<Line>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's packing space, as [`PACKED_PASS`] bytes of T.
+fn with_packing_space<T: Float, R>(f: impl FnOnce(&mut [T]) -> R) -> R {
+    PACKING.with(|space| {
+        let mut space = space.borrow_mut();
+        if space.is_empty() {
+            space.resize(PACKED_PASS / size_of::<Line>(), Line([0.0; 8]));
+        }
+        // SAFETY: T is f32 or f64 (Float): a line's alignment covers it, and the lines'
+        // PACKED_PASS bytes hold PACKED_PASS / size_of::<T>() of them, all initialised
+        let space: &mut [T] = unsafe {
+            std::slice::from_raw_parts_mut(space.as_mut_ptr().cast(), PACKED_PASS / size_of::<T>())
+        };
+        f(space)
+    })
+}
 
 /// [`sparse_ab`] for a B of few rows (W2's dW1 = Xᵀ·dY: dY is 128 x 256): pass by pass over
 /// C's columns, the pass's columns of B copied next to each other first, then every row of C.
@@ -462,16 +542,8 @@ fn packed_passes<T: Float, const FMA: bool, const ACC: bool>(
     first: usize,
     (b, n): (&[T], usize),
     c: &mut [T],
+    space: &mut [T],
 ) {
-    let mut space = [0f64; PACKED_PASS / 8];
-    // SAFETY: T is f32 or f64 (Float): f64's alignment covers it, and PACKED_PASS bytes hold
-    // PACKED_PASS / size_of::<T>() of them
-    let space: &mut [T] = unsafe {
-        std::slice::from_raw_parts_mut(
-            space.as_mut_ptr().cast(),
-            PACKED_PASS / std::mem::size_of::<T>(),
-        )
-    };
     for j in (0..n).step_by(2 * BLOCK) {
         let s0 = j.min(n - BLOCK);
         if j + BLOCK >= n {
@@ -556,7 +628,7 @@ fn two_block_pass<T: Float, const FMA: bool, const ACC: bool>(
 #[inline(always)]
 fn pair_of_rows<T: Float, const FMA: bool, const ACC: bool, const W: usize>(
     [(k0, v0), (k1, v1)]: [(&[u32], &[T]); 2],
-    b: &[T],
+    (b, stride, b1): (&[T], usize, usize),
     n: usize,
     [c0, c1]: [&mut [T]; 2],
 ) {
@@ -579,10 +651,10 @@ fn pair_of_rows<T: Float, const FMA: bool, const ACC: bool, const W: usize>(
     };
     let common = k0.len().min(k1.len());
     for t in 0..common {
-        let p = &b[k0[t] as usize * n..(k0[t] as usize + 1) * n];
-        let q = &b[k1[t] as usize * n..(k1[t] as usize + 1) * n];
-        let (p0, p1) = (&p[..BLOCK], &p[s1..s1 + W]);
-        let (q0, q1) = (&q[..BLOCK], &q[s1..s1 + W]);
+        let p = &b[k0[t] as usize * stride..(k0[t] as usize + 1) * stride];
+        let q = &b[k1[t] as usize * stride..(k1[t] as usize + 1) * stride];
+        let (p0, p1) = (&p[..BLOCK], &p[b1..b1 + W]);
+        let (q0, q1) = (&q[..BLOCK], &q[b1..b1 + W]);
         let (u, v) = (v0[t], v1[t]);
         for l in 0..BLOCK {
             x0[l] = madd::<T, FMA>(x0[l], u, p0[l]);
@@ -594,11 +666,11 @@ fn pair_of_rows<T: Float, const FMA: bool, const ACC: bool, const W: usize>(
         }
     }
     // the longer row's rest alone
-    let blocks = (0, s1);
+    let blocks = (0, b1);
     let (x0, x1) =
-        sum_two_blocks::<T, FMA, W>(&k0[common..], &v0[common..], b, n, blocks, (&x0, &x1));
+        sum_two_blocks::<T, FMA, W>(&k0[common..], &v0[common..], b, stride, blocks, (&x0, &x1));
     let (y0, y1) =
-        sum_two_blocks::<T, FMA, W>(&k1[common..], &v1[common..], b, n, blocks, (&y0, &y1));
+        sum_two_blocks::<T, FMA, W>(&k1[common..], &v1[common..], b, stride, blocks, (&y0, &y1));
     c0[..BLOCK].copy_from_slice(&x0);
     copy_short(&x1[BLOCK - s1..], &mut c0[BLOCK..]);
     c1[..BLOCK].copy_from_slice(&y0);
