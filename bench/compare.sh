@@ -22,11 +22,13 @@ fi
 cargo build --release --quiet
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
+# the binary as built now: a build in this checkout during the sitting must not swap it
+cp target/release/backprop "$out/backprop"
 field() { sed -E "s/.*\"($1)\": ?([0-9.eE+-]+).*/\2/" <<<"$2"; }
 declare -A times
 for r in $(seq "$rounds"); do
     for w in W1 W2 W3; do
-        ours=$(./target/release/backprop bench --workload "$w" --json | tail -n 1)
+        ours=$("$out/backprop" bench --workload "$w" --json | tail -n 1)
         torch=$("$PYTHON" bench/peers/pytorch_workloads.py "$w" | tail -n 1)
         if [ "$w" = W1 ]; then
             numpy=$("$PYTHON" bench/train_neuralnet.py --json | tail -n 1)
