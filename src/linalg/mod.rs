@@ -510,27 +510,29 @@ mod tests {
             }
         }
         let mut rng = Rng::new(22);
-        for (k, n) in [(19, 64), (128, 256), (100, 100), (128, 300), (129, 256)] {
-            check::<f32>(&mut rng, k, n);
-        }
-        for (k, n) in [
+        // (K, N): passes of 64 columns, then rows two at a time (B copied while its rows of
+        // 32 + 8..24 lanes fit 32 KiB: at N 50, 146 rows of f32, 73 of f64; beyond, in place)
+        let f32_shapes = [(19, 64), (128, 256), (100, 100), (128, 300), (129, 256)];
+        let paired = [
             (100, 50),
             (146, 33),
             (100, 40),
             (100, 56),
             (147, 50),
             (784, 50),
-        ] {
+        ];
+        for (k, n) in f32_shapes.into_iter().chain(paired) {
             check::<f32>(&mut rng, k, n);
         }
-        for (k, n) in [
+        let f64_shapes = [
             (19, 64),
             (64, 256),
             (60, 100),
             (65, 256),
             (60, 50),
             (100, 41),
-        ] {
+        ];
+        for (k, n) in f64_shapes {
             check::<f64>(&mut rng, k, n);
         }
     }
