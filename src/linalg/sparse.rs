@@ -384,7 +384,6 @@ fn sparse_ab<T: Float, const FMA: bool, const ACC: bool>(
     if n == 0 {
         return;
     }
-    let mut paired = 0;
     // NOTE: rows of BLOCK + 8 to BLOCK + 24 columns (W1's 50) two at a time: a row's sums
     // are one chain of dependent multiply-adds whatever its width, and a second row's chain
     // beside it keeps the processor busy while the first waits (the first layer of W1,
@@ -402,15 +401,14 @@ fn sparse_ab<T: Float, const FMA: bool, const ACC: bool>(
                 copy_short(&row[..BLOCK], &mut p[..BLOCK]);
                 copy_short(&row[n - w..], &mut p[BLOCK..]);
             }
-            paired_rows::<T, FMA, ACC>(a, first, (packed, stride, BLOCK), n, c);
-            return;
+            return paired_rows::<T, FMA, ACC>(a, first, (packed, stride, BLOCK), n, c);
         }
-        paired = paired_rows::<T, FMA, ACC>(a, first, (b, n, n - w), n, c);
+        return paired_rows::<T, FMA, ACC>(a, first, (b, n, n - w), n, c);
     }
     if short_b::<T>(b.len(), n) {
         return packed_passes::<T, FMA, ACC>(a, first, (b, n), c, space);
     }
-    for (i, c_row) in c.chunks_exact_mut(n).enumerate().skip(paired) {
+    for (i, c_row) in c.chunks_exact_mut(n).enumerate() {
         let (cols, vals) = a.row(first + i);
         if cols.is_empty() {
             // e.g. a pixel that no image of the batch inks: nothing to add
@@ -454,10 +452,9 @@ fn sparse_ab<T: Float, const FMA: bool, const ACC: bool>(
     }
 }
 
-/// The rows of C (N wide, BLOCK < N <= BLOCK + 24) two at a time ([`pair_of_rows`]), from
-/// B's rows `stride` apart with the first block at column 0 of each and the last `w` columns at
-/// `b1` (B in place: N and N - w; packed: BLOCK + w and BLOCK). Returns the rows done: all of
-/// them when B is packed (an odd last row goes alone), else an even number.
+/// The rows of C (N wide, BLOCK < N <= BLOCK + 24) two at a time ([`pair_of_rows`]), an odd
+/// last row alone, from B's rows `stride` apart with the first block at column 0 of each and
+/// the last `w` columns at `b1` (B in place: N and N - w; packed: BLOCK + w and BLOCK).
 #[inline(always)]
 fn paired_rows<T: Float, const FMA: bool, const ACC: bool>(
     a: &SparseRows<T>,
@@ -465,7 +462,7 @@ fn paired_rows<T: Float, const FMA: bool, const ACC: bool>(
     (b, stride, b1): (&[T], usize, usize),
     n: usize,
     c: &mut [T],
-) -> usize {
+) {
     let (m, w) = (c.len() / n, (n - BLOCK).next_multiple_of(8));
     let mut paired = 0;
     while paired + 1 < m {
@@ -479,14 +476,12 @@ fn paired_rows<T: Float, const FMA: bool, const ACC: bool>(
         }
         paired += 2;
     }
-    if paired < m && b1 == BLOCK {
-        // packed: the pass the row-by-row loop gives this row, from the copy
+    if paired < m {
+        // the pass the row-by-row loop gives a row this wide (one block, then the last w)
         let pass = (0, 0, n - w, w);
         let c_row = &mut c[paired * n..];
-        two_block_pass::<T, FMA, ACC>(a.row(first + paired), (b, stride, 0, BLOCK), pass, c_row);
-        paired += 1;
+        two_block_pass::<T, FMA, ACC>(a.row(first + paired), (b, stride, 0, b1), pass, c_row);
     }
-    paired
 }
 
 /// Whether B (`len` entries, N wide) is short enough for [`packed_passes`]: two blocks of
