@@ -10,6 +10,7 @@ use crate::optim::Optimizer;
 
 /// A layer with the name the network gave it (`Affine1`) and the number its parameters
 /// carry (`W1`, `b1`).
+#[derive(Clone)]
 struct Named<T: Float> {
     name: String,
     number: usize,
@@ -22,6 +23,7 @@ struct Named<T: Float> {
 /// Parameters are named as in the book: the n-th layer that has a weight `W` is numbered n
 /// (`W1`, `b1`, `W2`, ...); a parameter layer without a weight (batch norm) takes the number of
 /// the weight layer before it (`gamma1`, `beta1`).
+#[derive(Clone)]
 pub struct Network<T: Float = f32> {
     layers: Vec<Named<T>>,
     /// The order the passes run the layers in: the layers' order, except that a max pooling

@@ -104,7 +104,7 @@ pub struct Param<'a, T> {
 }
 
 /// A layer of the network: forward and backward side by side.
-pub trait Layer<T: Float>: Send + Sync {
+pub trait Layer<T: Float>: Send + Sync + BoxedClone<T> {
     /// The kind, used to name the layer in a network (`"Affine"` → `Affine1`).
     fn kind(&self) -> &'static str;
 
@@ -189,5 +189,23 @@ pub trait Layer<T: Float>: Send + Sync {
         let mut params = Vec::new();
         self.visit_params(&mut |p| params.push(p));
         params
+    }
+}
+
+/// A copy of a boxed layer, so that a [`crate::Network`] can be cloned (training evaluates a
+/// copy of it in the background). Every layer that is `Clone` has it.
+pub trait BoxedClone<T: Float> {
+    fn boxed_clone(&self) -> Box<dyn Layer<T>>;
+}
+
+impl<T: Float, L: Layer<T> + Clone + 'static> BoxedClone<T> for L {
+    fn boxed_clone(&self) -> Box<dyn Layer<T>> {
+        Box::new(self.clone())
+    }
+}
+
+impl<T: Float> Clone for Box<dyn Layer<T>> {
+    fn clone(&self) -> Self {
+        self.boxed_clone()
     }
 }

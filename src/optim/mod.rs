@@ -30,7 +30,7 @@ use crate::error::{Error, Result};
 use crate::layers::Param;
 
 /// Updates parameters in place from their gradients (filled by the last backprop).
-pub trait Optimizer<T: Float> {
+pub trait Optimizer<T: Float>: BoxedClone<T> {
     /// The name users type (`"adam"`).
     fn name(&self) -> &'static str;
 
@@ -65,6 +65,24 @@ pub trait Optimizer<T: Float> {
 
     /// Restores a state from [`Optimizer::state`]; fails naming the buffer that does not fit.
     fn set_state(&mut self, state: OptimizerState<T>) -> Result<()>;
+}
+
+/// A copy of a boxed optimizer, state included (training keeps the state of an epoch's end
+/// while its evaluation runs in the background). Every optimizer that is `Clone` has it.
+pub trait BoxedClone<T: Float> {
+    fn boxed_clone(&self) -> Box<dyn Optimizer<T>>;
+}
+
+impl<T: Float, O: Optimizer<T> + Clone + 'static> BoxedClone<T> for O {
+    fn boxed_clone(&self) -> Box<dyn Optimizer<T>> {
+        Box::new(self.clone())
+    }
+}
+
+impl<T: Float> Clone for Box<dyn Optimizer<T>> {
+    fn clone(&self) -> Self {
+        self.boxed_clone()
+    }
 }
 
 /// An optimizer's state: the number of steps taken and its buffers, named
