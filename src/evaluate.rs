@@ -1,5 +1,8 @@
 //! A trained network on a whole data set: accuracy, loss, per-class accuracy, confusion.
 
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
 use ndarray::{ArrayD, Ix2};
 
 use crate::data::Dataset;
@@ -72,6 +75,97 @@ pub fn accuracy(net: &Network<f32>, data: &Dataset, threads: usize) -> f64 {
     correct as f64 / data.len() as f64
 }
 
+/// The accuracy of a network on some data sets, counted chunk by chunk by whichever threads
+/// work on it: each call of [`AccuracyJob::work_one`] claims the next chunk ([`CHUNK`]
+/// samples) until none is left, so threads can join and leave at any time. Training hands
+/// one, with a copy of the network, to its batch loader at the end of an epoch: the loader
+/// counts chunks between batches while the next epoch trains.
+/// The result does not depend on who counted which chunk (a count of correct answers).
+pub struct AccuracyJob<'a> {
+    net: Network<f32>,
+    sets: Vec<&'a Dataset>,
+    chunks: Vec<(usize, Range<usize>)>, // (set, samples)
+    next: AtomicUsize,                  // the next chunk to claim
+    counted: AtomicUsize,               // chunks counted, or given up by a panic
+    correct: Vec<AtomicUsize>,          // per set
+    failed: AtomicBool,                 // a chunk panicked
+}
+
+impl<'a> AccuracyJob<'a> {
+    /// The job of counting `net`'s correct answers on each of `sets`.
+    pub fn new(net: Network<f32>, sets: Vec<&'a Dataset>) -> Self {
+        let chunks = sets
+            .iter()
+            .enumerate()
+            .flat_map(|(k, d)| {
+                (0..d.len())
+                    .step_by(CHUNK)
+                    .map(move |s| (k, s..(s + CHUNK).min(d.len())))
+            })
+            .collect();
+        AccuracyJob {
+            net,
+            correct: sets.iter().map(|_| AtomicUsize::new(0)).collect(),
+            sets,
+            chunks,
+            next: AtomicUsize::new(0),
+            counted: AtomicUsize::new(0),
+            failed: AtomicBool::new(false),
+        }
+    }
+
+    /// Counts the next chunk on this thread; false when none was left to claim.
+    pub fn work_one(&self) -> bool {
+        let Some((set, samples)) = self.chunks.get(self.next.fetch_add(1, Ordering::Relaxed))
+        else {
+            return false;
+        };
+        // NOTE: a chunk that panics still counts as done (and marks the job failed), so
+        // that a thread waiting for the job does not wait forever
+        struct Counted<'j>(&'j AccuracyJob<'j>);
+        impl Drop for Counted<'_> {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    self.0.failed.store(true, Ordering::Relaxed);
+                }
+                self.0.counted.fetch_add(1, Ordering::Release);
+            }
+        }
+        let _counted = Counted(self);
+        let data = self.sets[*set];
+        let (x, labels) = data.input_batch::<f32>(&samples.clone().collect::<Vec<_>>());
+        let correct = correct_predictions(&self.net.predict(x), &labels);
+        self.correct[*set].fetch_add(correct, Ordering::Relaxed);
+        true
+    }
+
+    /// True when every chunk has been counted.
+    pub fn is_done(&self) -> bool {
+        self.counted.load(Ordering::Acquire) == self.chunks.len()
+    }
+
+    /// Counts what is left on this thread and waits for chunks other threads are counting;
+    /// then the accuracy on each set, in the order given. Panics if a chunk panicked.
+    pub fn finish(&self) -> Vec<f64> {
+        while self.work_one() {}
+        while !self.is_done() {
+            std::thread::yield_now(); // another thread's last chunk: microseconds
+        }
+        assert!(
+            !self.failed.load(Ordering::Relaxed),
+            "evaluation: a chunk failed on another thread"
+        );
+        self.sets
+            .iter()
+            .zip(&self.correct)
+            .map(|(d, c)| match d.len() {
+                0 => 0.0,
+                n => c.load(Ordering::Relaxed) as f64 / n as f64,
+            })
+            .collect()
+    }
+}
+
 /// Runs `net` (inference mode) over all of `data` on `threads` threads.
 pub fn evaluate(net: &Network<f32>, data: &Dataset, classes: usize, threads: usize) -> Evaluation {
     let parts = over_chunks(net, data, threads, |scores, labels| {
@@ -113,6 +207,37 @@ pub fn evaluate(net: &Network<f32>, data: &Dataset, classes: usize, threads: usi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_accuracy_job_counted_by_two_threads_gives_the_accuracy() {
+        // 8x8 images, a fifth of their pixels inked, labels from the ink's position: a
+        // trained-looking answer is not needed, only the same count however it is split
+        let mut rng = crate::Rng::new(3);
+        let mut set = |n: usize| {
+            let images: Vec<u8> = (0..n * 64)
+                .map(|_| {
+                    if rng.uniform() < 0.2 {
+                        1 + rng.below(255) as u8
+                    } else {
+                        0
+                    }
+                })
+                .collect();
+            let labels = (0..n).map(|_| rng.below(10) as u8).collect();
+            Dataset::new(images, labels, 8, 8).unwrap()
+        };
+        let (train, test, empty) = (set(1000), set(77), set(0));
+        let net = crate::TwoLayerNet::new::<f32>(64, 20, 10, 0.5, &mut crate::Rng::new(4));
+        let job = AccuracyJob::new(net.clone(), vec![&train, &empty, &test]);
+        std::thread::scope(|s| {
+            s.spawn(|| while job.work_one() {});
+            while job.work_one() {}
+        });
+        assert!(job.is_done());
+        let expected = vec![accuracy(&net, &train, 1), 0.0, accuracy(&net, &test, 1)];
+        assert_eq!(job.finish(), expected);
+        assert!(expected[0] > 0.0 && expected[2] > 0.0, "{expected:?}");
+    }
 
     #[test]
     fn per_class_accuracy_reads_the_diagonal() {

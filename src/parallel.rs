@@ -40,9 +40,44 @@ const SPIN: Duration = Duration::from_micros(120);
 /// How long a caller spins in place for its helpers' last items before it yields its core.
 const WAIT_IN_PLACE: Duration = Duration::from_micros(10);
 
+/// Multiply-adds below which a call stays on the calling thread while the cores have other
+/// work queued ([`OtherWork`]): a split then takes a core from that work, and pays
+/// only when large.
+/// NOTE: W1 (`backprop bench`, 6 alternating rounds, medians) with its evaluations counted
+/// by the batch loader between batches: its products split (1.5M multiply-adds, counted
+/// double for a sparse one) 1.12 s, kept on one thread 1.06 s. W2's products that split
+/// (8.4M and more) still do.
+const MIN_WORK_PER_THREAD_BESIDE_OTHER_WORK: usize = 4_000_000;
+
+/// How many [`OtherWork`] are held: threads with work of their own queued for the cores.
+static OTHER_WORK: AtomicUsize = AtomicUsize::new(0);
+
+/// Held while a thread has work of its own queued that a split would delay (training holds
+/// one while its batch loader counts an evaluation between batches): splits then need
+/// [`MIN_WORK_PER_THREAD_BESIDE_OTHER_WORK`].
+pub struct OtherWork(());
+
+impl OtherWork {
+    pub fn begin() -> OtherWork {
+        OTHER_WORK.fetch_add(1, Ordering::Relaxed);
+        OtherWork(())
+    }
+}
+
+impl Drop for OtherWork {
+    fn drop(&mut self) {
+        OTHER_WORK.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// The thread count worth using for `work` multiply-adds, at most `threads`.
 pub fn threads_for(work: usize, threads: usize) -> usize {
-    threads.clamp(1, (work / MIN_WORK_PER_THREAD).max(1))
+    let min = if OTHER_WORK.load(Ordering::Relaxed) > 0 {
+        MIN_WORK_PER_THREAD_BESIDE_OTHER_WORK
+    } else {
+        MIN_WORK_PER_THREAD
+    };
+    threads.clamp(1, (work / min).max(1))
 }
 
 /// Runs `f` on every item and returns the results in item order, on up to `threads` threads

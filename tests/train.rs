@@ -131,6 +131,71 @@ fn batches_built_ahead_on_a_second_thread_change_no_bit() {
 }
 
 #[test]
+fn evaluations_counted_in_the_background_report_what_one_thread_reports() {
+    // With more than one thread, a two-layer network's epochs are evaluated by the batch
+    // loader between batches while training goes on, and reported later with a copy of the
+    // state at the epoch's end: the reports, and the state the observer sees, must be those
+    // of a run on one thread (which evaluates at each epoch's end, in place). Epochs of 9
+    // updates are much shorter than an evaluation of 1400 images: reports wait, and the
+    // training thread counts the oldest ones itself.
+    use backprop::train::{EpochReport, Observer, TrainState, train_with};
+    /// Per epoch: the report (number, update, loss, accuracies) and the observer's state
+    /// (updates, updates of the epoch, best accuracy, W1), all as bits.
+    type Epoch = (usize, usize, u64, [u64; 3], usize, usize, u64, Vec<u32>);
+    struct Seen(Vec<Epoch>);
+    impl Observer for Seen {
+        fn epoch(&mut self, r: &EpochReport, s: &mut TrainState) -> backprop::Result<()> {
+            let w1: Vec<u32> = (s.network.params().swap_remove(0).1.value.iter())
+                .map(|v| v.to_bits())
+                .collect();
+            self.0.push((
+                r.epoch,
+                r.iteration,
+                r.loss.to_bits(),
+                [
+                    r.train_accuracy.to_bits(),
+                    r.validation_accuracy.expect("a validation set").to_bits(),
+                    r.test_accuracy.to_bits(),
+                ],
+                s.iteration,
+                s.epoch_iters,
+                s.best_accuracy.to_bits(),
+                w1,
+            ));
+            Ok(())
+        }
+    }
+    let data = Mnist {
+        train: common::mnist().train.slice(0..1000),
+        test: common::mnist().test.slice(0..500),
+        ..slice()
+    };
+    let run = |threads| {
+        let cfg = TrainConfig {
+            length: Length::Iterations(60), // 900 training images: 9 updates an epoch
+            validation: 0.1,
+            threads,
+            ..TrainConfig::default()
+        };
+        let mut seen = Seen(Vec::new());
+        let run = train_with(&cfg, &data, |_| Ok(()), &mut seen).unwrap();
+        let summary = run.summary.unwrap();
+        (
+            seen.0,
+            summary.test_accuracy.to_bits(),
+            summary.final_loss.to_bits(),
+        )
+    };
+    let one = run(1);
+    assert_eq!(one.0.len(), 6);
+    for (k, e) in one.0.iter().enumerate() {
+        assert_eq!((e.0, e.1, e.4, e.5), (k + 1, 9 * (k + 1), 9 * (k + 1), 0));
+    }
+    assert_eq!(one, run(2));
+    assert_eq!(one, run(3));
+}
+
+#[test]
 fn a_diverging_run_stops_with_an_error() {
     let data = slice();
     let cfg = TrainConfig {
