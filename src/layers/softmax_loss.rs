@@ -1,8 +1,11 @@
 //! Softmax and cross-entropy, fused: the last layer of a classifier.
 
+use std::any::TypeId;
+
 use ndarray::{Array2, ArrayD, ArrayView1, ArrayView2, Ix2};
 
 use crate::Float;
+use crate::linalg::exp_in_place;
 
 /// What the network should have predicted.
 #[derive(Clone, Copy, Debug)]
@@ -94,10 +97,11 @@ impl<T: Float> SoftmaxWithLoss<T> {
             x.as_slice_mut().expect("owned scores are standard layout"),
             y.as_slice_mut().expect("created standard layout"),
         );
+        shifted_exponentials(xs, ys, c);
         for i in 0..n {
             let rows = i * c..(i + 1) * c;
             let (xr, yr) = (&mut xs[rows.clone()], &mut ys[rows]);
-            let lse = softmax_row(xr, yr);
+            let lse = normalize_row(xr, yr);
             // the loss from the scores, then ∂L/∂x over them
             match &t {
                 Targets::Labels(labels) => {
@@ -149,16 +153,37 @@ impl<T: Float> SoftmaxWithLoss<T> {
     }
 }
 
-/// y = softmax(x) for one row, shifted by the row's maximum; returns log Σⱼ exp(xⱼ) from the
-/// same exponentials. (The sum is ndarray's, in its order of additions.)
-fn softmax_row<T: Float>(x: &[T], y: &mut [T]) -> T {
-    let m = x.iter().copied().fold(T::neg_infinity(), T::max);
-    if !m.is_finite() {
-        y.fill(T::nan()); // a +inf or all -inf row has no softmax
-        return m;
+/// The first half of a row-wise softmax, rows of `c`: y = exp(x - the row's maximum), NaN for
+/// a row whose maximum is not finite (+inf, or all -inf: no softmax). The exponentials of all
+/// rows in one call: four at a time for f32 ([`exp_in_place`], the bits of `f32::exp`; one
+/// by one, glibc's expf was 3 of the 5.3 µs of W1's 100x10 softmax and loss).
+fn shifted_exponentials<T: Float>(x: &[T], y: &mut [T], c: usize) {
+    if c == 0 {
+        return;
     }
-    for (y, &x) in y.iter_mut().zip(x) {
-        *y = (x - m).exp();
+    for (xr, yr) in x.chunks_exact(c).zip(y.chunks_exact_mut(c)) {
+        let m = row_max(xr);
+        if m.is_finite() {
+            yr.iter_mut().zip(xr).for_each(|(y, &x)| *y = x - m);
+        } else {
+            yr.fill(T::nan());
+        }
+    }
+    if TypeId::of::<T>() == TypeId::of::<f32>() {
+        // SAFETY: T is f32 (same TypeId): the same layout
+        exp_in_place(unsafe { &mut *(y as *mut [T] as *mut [f32]) });
+    } else {
+        y.iter_mut().for_each(|y| *y = y.exp());
+    }
+}
+
+/// The second half, one row: y ← y / Σy, given y from [`shifted_exponentials`]; returns
+/// log Σⱼ exp(xⱼ) = max + ln Σy, from the same exponentials. (The sum is ndarray's, in its
+/// order of additions.)
+fn normalize_row<T: Float>(x: &[T], y: &mut [T]) -> T {
+    let m = row_max(x);
+    if !m.is_finite() {
+        return m; // y is NaN
     }
     let s: T = ArrayView1::from(&*y).sum();
     for y in y.iter_mut() {
@@ -167,13 +192,19 @@ fn softmax_row<T: Float>(x: &[T], y: &mut [T]) -> T {
     m + s.ln()
 }
 
+/// The largest entry (NaNs skipped; -inf for none).
+fn row_max<T: Float>(x: &[T]) -> T {
+    x.iter().copied().fold(T::neg_infinity(), T::max)
+}
+
 /// Row-wise softmax of (N, C) scores, each row shifted by its maximum.
 pub fn softmax<T: Float>(x: &ArrayView2<'_, T>) -> Array2<T> {
     let mut y = Array2::zeros(x.raw_dim());
     let (x, c) = (x.as_standard_layout(), x.ncols());
     let (xs, ys) = (x.as_slice().unwrap(), y.as_slice_mut().unwrap());
-    for i in 0..x.nrows() {
-        softmax_row(&xs[i * c..(i + 1) * c], &mut ys[i * c..(i + 1) * c]);
+    shifted_exponentials(xs, ys, c);
+    for (xr, yr) in xs.chunks_exact(c.max(1)).zip(ys.chunks_exact_mut(c.max(1))) {
+        normalize_row(xr, yr);
     }
     y
 }

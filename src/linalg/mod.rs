@@ -15,10 +15,12 @@
 //! the arithmetic on MNIST.
 
 mod dot;
+mod exp;
 mod packed;
 pub mod sparse;
 
 pub use dot::{gemm_nt_acc, row_sums_acc};
+pub use exp::exp_in_place;
 pub use packed::{gemm_serial, gemm_serial_bias};
 
 use ndarray::{ArrayView2, ArrayViewMut2, Axis};
