@@ -1,7 +1,9 @@
 //! Mini-batch training: the book's ch05 `train_neuralnet.py` (random draws, SGD) by default,
 //! and what chapter 6 and today's frameworks add: any optimizer, shuffled epochs, a validation
 //! split, learning-rate schedules and gradient clipping. Train, validation and test accuracy
-//! are measured at the end of every epoch.
+//! are measured at the end of every epoch: on the training thread, or, where batches are
+//! built on a thread of their own, by that thread between batches on a copy of the network
+//! while the next epoch trains (the same numbers, reported a little later).
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -263,7 +265,9 @@ pub struct EpochReport {
     /// background, as it does with more than one thread for networks that take non-zero
     /// entries).
     pub epoch_s: f64,
-    /// Seconds of this epoch's updates alone (what the peers' scripts time).
+    /// Seconds of this epoch's updates alone (what the peers' scripts time). With the
+    /// evaluations in the background, an observer's handling of an earlier epoch's report
+    /// (printing it, saving a checkpoint) falls within it.
     pub train_s: f64,
 }
 
@@ -287,8 +291,9 @@ pub struct Trained {
     pub summary: Summary,
 }
 
-/// Trains on `data` as `cfg` says, calling `on_epoch` after every epoch. Input size and class
-/// count come from the data.
+/// Trains on `data` as `cfg` says, calling `on_epoch` with every epoch's report, in order
+/// (some updates after the epoch's end when its evaluation runs in the background: see
+/// [`Observer::epoch`]). Input size and class count come from the data.
 pub fn train(
     cfg: &TrainConfig,
     data: &Mnist,

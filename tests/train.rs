@@ -193,6 +193,35 @@ fn evaluations_counted_in_the_background_report_what_one_thread_reports() {
     }
     assert_eq!(one, run(2));
     assert_eq!(one, run(3));
+
+    // a run stopped (Ctrl-C) while evaluations wait reports them all before it returns
+    struct StopAt(usize, usize, Vec<(usize, u64)>);
+    impl Observer for StopAt {
+        fn iteration(&mut self, p: &backprop::train::Progress) {
+            self.1 = p.iteration;
+        }
+        fn epoch(&mut self, r: &EpochReport, _: &mut TrainState) -> backprop::Result<()> {
+            self.2.push((r.epoch, r.test_accuracy.to_bits()));
+            Ok(())
+        }
+        fn should_stop(&self) -> bool {
+            self.1 >= self.0
+        }
+    }
+    let stopped = |threads| {
+        let cfg = TrainConfig {
+            length: Length::Iterations(60),
+            threads,
+            ..TrainConfig::default()
+        };
+        let mut stop = StopAt(31, 0, Vec::new()); // 3 epochs of 10 updates, and one more
+        let run = train_with(&cfg, &data, |_| Ok(()), &mut stop).unwrap();
+        assert!(run.stopped());
+        assert_eq!(run.state.iteration, 31);
+        assert_eq!(run.epochs.len(), 3);
+        stop.2
+    };
+    assert_eq!(stopped(1), stopped(2));
 }
 
 #[test]
