@@ -552,15 +552,8 @@ fn run_loop<'a>(
             session_s: start.elapsed().as_secs_f64(),
         });
 
-        report_waiting(
-            &mut waiting,
-            &mut state,
-            &mut epochs,
-            observer,
-            start,
-            false,
-        )?;
-        if within + 1 == per_epoch {
+        let epoch_end = within + 1 == per_epoch;
+        if epoch_end {
             let report = EpochReport {
                 epoch: epoch + 1,
                 iteration: i + 1,
@@ -592,14 +585,6 @@ fn run_loop<'a>(
                     at_end: state.clone(),
                 });
                 other_work.get_or_insert_with(parallel::OtherWork::begin);
-                report_waiting(
-                    &mut waiting,
-                    &mut state,
-                    &mut epochs,
-                    observer,
-                    start,
-                    false,
-                )?;
             } else {
                 let accuracies = sets
                     .iter()
@@ -620,6 +605,18 @@ fn run_loop<'a>(
                     &mut epochs,
                 )?;
             }
+        }
+        // the reports whose evaluation is counted, in order (and the oldest, counted here,
+        // while too many wait)
+        report_waiting(
+            &mut waiting,
+            &mut state,
+            &mut epochs,
+            observer,
+            start,
+            false,
+        )?;
+        if epoch_end {
             epoch_start = Instant::now();
         }
         if waiting.is_empty() {
