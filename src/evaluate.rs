@@ -51,14 +51,27 @@ fn over_chunks<R: Send>(
     threads: usize,
     tally: impl Fn(ArrayD<f32>, &[usize]) -> R + Sync,
 ) -> Vec<R> {
-    let chunks: Vec<(usize, usize)> = (0..data.len())
-        .step_by(CHUNK)
-        .map(|s| (s, (s + CHUNK).min(data.len())))
-        .collect();
-    parallel::map(chunks, threads, |(s, e)| {
-        let (x, labels) = data.input_batch::<f32>(&(s..e).collect::<Vec<_>>());
-        tally(net.predict(x), &labels)
+    parallel::map(chunks(data).collect(), threads, |samples| {
+        let (scores, labels) = chunk_scores(net, data, samples);
+        tally(scores, &labels)
     })
+}
+
+/// `data`'s samples in chunks of [`CHUNK`].
+fn chunks(data: &Dataset) -> impl Iterator<Item = Range<usize>> + '_ {
+    (0..data.len())
+        .step_by(CHUNK)
+        .map(|s| s..(s + CHUNK).min(data.len()))
+}
+
+/// `net`'s scores (inference mode) for the `samples` of `data`, and their labels.
+fn chunk_scores(
+    net: &Network<f32>,
+    data: &Dataset,
+    samples: Range<usize>,
+) -> (ArrayD<f32>, Vec<usize>) {
+    let (x, labels) = data.input_batch::<f32>(&samples.collect::<Vec<_>>());
+    (net.predict(x), labels)
 }
 
 /// Accuracy of `net` on the whole of `data`, the chunks split over `threads` threads.
@@ -97,11 +110,7 @@ impl<'a> AccuracyJob<'a> {
         let chunks = sets
             .iter()
             .enumerate()
-            .flat_map(|(k, d)| {
-                (0..d.len())
-                    .step_by(CHUNK)
-                    .map(move |s| (k, s..(s + CHUNK).min(d.len())))
-            })
+            .flat_map(|(k, d)| chunks(d).map(move |samples| (k, samples)))
             .collect();
         AccuracyJob {
             net,
@@ -132,9 +141,8 @@ impl<'a> AccuracyJob<'a> {
             }
         }
         let _counted = Counted(self);
-        let data = self.sets[*set];
-        let (x, labels) = data.input_batch::<f32>(&samples.clone().collect::<Vec<_>>());
-        let correct = correct_predictions(&self.net.predict(x), &labels);
+        let (scores, labels) = chunk_scores(&self.net, self.sets[*set], samples.clone());
+        let correct = correct_predictions(&scores, &labels);
         self.correct[*set].fetch_add(correct, Ordering::Relaxed);
         true
     }

@@ -624,7 +624,7 @@ fn run_loop<'a>(
         }
     }
     report_waiting(&mut waiting, &mut state, &mut epochs, observer, start, true)?;
-    drop(other_work);
+    drop(other_work); // before the final evaluation, which splits over the threads
     // The final figures after the last update (the last epoch report may be older).
     let (train_accuracy, validation_accuracy, test_accuracy) = match epochs.last() {
         Some(r) if r.iteration == total => {
@@ -830,10 +830,12 @@ impl<'a> Loader<'a> {
         self.worker.is_some()
     }
 
-    /// Hands `job` to the thread, which counts its chunks between batches; false when there
-    /// is no thread (the caller then counts it itself).
-    fn evaluate(&mut self, job: &Arc<AccuracyJob<'a>>) -> bool {
-        matches!(&self.worker, Some((want, _)) if want.send(Ask::Evaluation(job.clone())).is_ok())
+    /// Hands `job` to the thread, which counts its chunks between batches. (Chunks no thread
+    /// counts are counted by whoever finishes the job.)
+    fn evaluate(&mut self, job: &Arc<AccuracyJob<'a>>) {
+        if let Some((want, _)) = &self.worker {
+            let _ = want.send(Ask::Evaluation(job.clone()));
+        }
     }
 
     /// The batch of `indices`: the prefetched one when it is that one.

@@ -1,7 +1,5 @@
 //! Softmax and cross-entropy, fused: the last layer of a classifier.
 
-use std::any::TypeId;
-
 use ndarray::{Array2, ArrayD, ArrayView1, ArrayView2, Ix2};
 
 use crate::Float;
@@ -169,12 +167,7 @@ fn shifted_exponentials<T: Float>(x: &[T], y: &mut [T], c: usize) {
             yr.fill(T::nan());
         }
     }
-    if TypeId::of::<T>() == TypeId::of::<f32>() {
-        // SAFETY: T is f32 (same TypeId): the same layout
-        exp_in_place(unsafe { &mut *(y as *mut [T] as *mut [f32]) });
-    } else {
-        y.iter_mut().for_each(|y| *y = y.exp());
-    }
+    exp_in_place(y);
 }
 
 /// The second half, one row: y ← y / Σy, given y from [`shifted_exponentials`]; returns

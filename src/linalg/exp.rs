@@ -12,6 +12,10 @@
 //! Then rounded once to f32. Outside (-103.97, 88.72) glibc returns 0 or +inf (NaN for NaN),
 //! as here.
 
+use std::any::TypeId;
+
+use crate::Float;
+
 /// `T[i]`: the bits of 2^(i/N), less `i << 47` (glibc's `__exp2f_data.tab`), so that adding
 /// `k << 47` puts k/N into the exponent.
 const TABLE: [u64; 32] = [
@@ -59,8 +63,19 @@ const C: [u64; 3] = [0x3ebc6af84b912394, 0x3f2ebfce50fac4f3, 0x3f962e42ff0c52d6]
 const OVERFLOW: f32 = f32::from_bits(0x42b17217);
 const UNDERFLOW: f32 = f32::from_bits(0xc2cff1b4);
 
-/// Each `v[i] ← e^v[i]`, as `f32::exp` (glibc) gives it.
-pub fn exp_in_place(v: &mut [f32]) {
+/// Each `v[i] ← e^v[i]`: for f32, as `f32::exp` (glibc) gives it, four at a time where the
+/// processor has AVX2 and FMA; for f64, `f64::exp` one by one.
+pub fn exp_in_place<T: Float>(v: &mut [T]) {
+    if TypeId::of::<T>() == TypeId::of::<f32>() {
+        // SAFETY: T is f32 (same TypeId): the same layout
+        exp_f32(unsafe { &mut *(v as *mut [T] as *mut [f32]) });
+    } else {
+        v.iter_mut().for_each(|x| *x = x.exp());
+    }
+}
+
+/// [`exp_in_place`] for f32.
+fn exp_f32(v: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the processor has AVX2 and FMA, checked just above
