@@ -342,6 +342,19 @@ impl<T: Float> SparseRows<T> {
                 ) {
                     sparse_ab::<T, true, ACC>(a, first, (b, c), space)
                 }
+                #[target_feature(enable = "avx512f,avx2,fma")]
+                fn avx512<T: Float, const ACC: bool>(
+                    a: &SparseRows<T>,
+                    first: usize,
+                    (b, c): (&[T], &mut [T]),
+                    space: &mut [T],
+                ) {
+                    sparse_ab::<T, true, ACC>(a, first, (b, c), space)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the processor supports AVX-512F (and so AVX2 and FMA)
+                    return unsafe { avx512::<T, ACC>(self, first, (b, c), space) };
+                }
                 if std::arch::is_x86_feature_detected!("avx2")
                     && std::arch::is_x86_feature_detected!("fma")
                 {
