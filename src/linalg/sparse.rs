@@ -190,7 +190,11 @@ impl<T: Float> SparseRows<T> {
     /// The index of Aᵀ (K, M), by counting sort on the column: within each of its rows the
     /// entries stay in increasing order.
     pub fn transpose(&self) -> SparseRows<T> {
-        let mut t = SparseRows::new(self.nrows());
+        // NOTE: room for these entries only: transpose_into reserves a full matrix for the
+        // storage it is given, so that a later batch with more entries does not reallocate,
+        // but a fresh index is used once (W1's loader built one a batch: 2 x 313 KB, which
+        // the allocator handed back to the system and faulted in again, batch after batch)
+        let mut t = SparseRows::with_capacity(self.nrows(), self.ncols, self.nnz());
         self.transpose_into(&mut t);
         t
     }
@@ -226,8 +230,10 @@ impl<T: Float> SparseRows<T> {
         let dense = self.nrows() * self.ncols;
         t.col.clear();
         t.val.clear();
-        t.col.reserve(dense);
-        t.val.reserve(dense);
+        if t.col.capacity() < self.nnz() {
+            t.col.reserve(dense);
+            t.val.reserve(dense);
+        }
         // row_start[c] serves as row c's cursor: afterwards it points at row c + 1's start.
         // NOTE: written into the spare capacity, no zero fill first (it was a fifth of this
         // function): the cursors cover 0..nnz, every slot once
