@@ -135,6 +135,8 @@ fn product<T: Float>(
         #[cfg(target_arch = "x86_64")]
         if TypeId::of::<T>() == TypeId::of::<f32>()
             && std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
         {
             // SAFETY: the CPU has the features the function is compiled for, and T is f32.
             unsafe { blocks_avx512(a, b, start, c, ap, bp) };

@@ -357,8 +357,11 @@ impl<T: Float> SparseRows<T> {
                 ) {
                     sparse_ab::<T, true, ACC>(a, first, (b, c), space)
                 }
-                if std::arch::is_x86_feature_detected!("avx512f") {
-                    // SAFETY: the processor supports AVX-512F (and so AVX2 and FMA)
+                if std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: the processor supports AVX-512F, AVX2 and FMA, checked just above
                     return unsafe { avx512::<T, ACC>(self, first, (b, c), space) };
                 }
                 if std::arch::is_x86_feature_detected!("avx2")
