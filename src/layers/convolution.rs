@@ -762,7 +762,7 @@ fn direct_rows<T: Float, const FMA: bool>(
     y: &mut [T],
 ) {
     let (fn_, q) = (b.len(), oh * ow);
-    for (oy, ox0, f0) in direct_blocks(oh, ow, fn_) {
+    for (oy, ox0, f0) in direct_blocks(oh, ow, fn_, FB) {
         // SAFETY: offsets[p] + oy·wp + ox0 + XB·STRIP <= the furthest read (asserted)
         let corner = unsafe { image.as_ptr().add(oy * wp + ox0) };
         let rows: [&[T]; FB] = block_weights(wc, fn_, f0);
@@ -799,16 +799,22 @@ fn direct_rows<T: Float, const FMA: bool>(
 }
 
 /// The blocks [`convolve_direct`] sums, (row, first column, first filter): each row of OW
-/// outputs in runs of XB·STRIP, each run for FB filters at a time.
-fn direct_blocks(oh: usize, ow: usize, fn_: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+/// outputs in runs of XB·STRIP, each run for `fb` filters at a time ([`FB`], or
+/// `FB_WIDE` with AVX-512).
+fn direct_blocks(
+    oh: usize,
+    ow: usize,
+    fn_: usize,
+    fb: usize,
+) -> impl Iterator<Item = (usize, usize, usize)> {
     (0..oh).flat_map(move |oy| {
         (0..ow)
             .step_by(XB * STRIP)
-            .flat_map(move |ox0| (0..fn_).step_by(FB).map(move |f0| (oy, ox0, f0)))
+            .flat_map(move |ox0| (0..fn_).step_by(fb).map(move |f0| (oy, ox0, f0)))
     })
 }
 
-/// The weight rows (the C·FH·FW terms of each) of filters f0..f0 + FB; a last block of fewer
+/// The weight rows (the C·FH·FW terms of each) of filters f0..f0 + F; a last block of fewer
 /// filters repeats its last one (computed, not stored).
 fn block_weights<T: Float, const F: usize>(wc: &[T], fn_: usize, f0: usize) -> [&[T]; F] {
     let k = wc.len() / fn_;
@@ -832,7 +838,7 @@ unsafe fn direct_rows_f32(
     use std::arch::x86_64::*;
     const { assert!(XB == 3 && FB == 3 && STRIP == 8) };
     let (fn_, q) = (b.len(), oh * ow);
-    for (oy, ox0, f0) in direct_blocks(oh, ow, fn_) {
+    for (oy, ox0, f0) in direct_blocks(oh, ow, fn_, FB) {
         // SAFETY: offsets[p] + oy·wp + ox0 + XB·STRIP <= the furthest read (asserted)
         let corner = unsafe { image.as_ptr().add(oy * wp + ox0) };
         let [w0, w1, w2] = block_weights(wc, fn_, f0);
@@ -903,12 +909,7 @@ unsafe fn direct_rows_f32_avx512(
     use std::arch::x86_64::*;
     const { assert!(XB == 3 && STRIP == 8) };
     let (fn_, q) = (b.len(), oh * ow);
-    let blocks = (0..oh).flat_map(move |oy| {
-        (0..ow)
-            .step_by(XB * STRIP)
-            .flat_map(move |ox0| (0..fn_).step_by(FB_WIDE).map(move |f0| (oy, ox0, f0)))
-    });
-    for (oy, ox0, f0) in blocks {
+    for (oy, ox0, f0) in direct_blocks(oh, ow, fn_, FB_WIDE) {
         // SAFETY: offsets[p] + oy·wp + ox0 + XB·STRIP <= the furthest read (asserted)
         let corner = unsafe { image.as_ptr().add(oy * wp + ox0) };
         let w: [&[f32]; FB_WIDE] = block_weights(wc, fn_, f0);
