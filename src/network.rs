@@ -224,13 +224,38 @@ impl<T: Float> Network<T> {
     pub fn backprop(&mut self, x: impl Into<Input<T>>, t: Targets<'_, T>) -> T {
         let loss = self.loss(x, t);
         let mut dout = self.last_layer.backward(T::one());
-        let Some((&first, rest)) = self.order.split_first() else {
-            return loss;
-        };
-        for &l in rest.iter().rev() {
+        // from the last layer down; the first computes no dx
+        let mut at = self.order.len();
+        while at > 0 {
+            at -= 1;
+            let l = self.order[at];
+            if at > 0 {
+                // a layer that can leave its dx unwritten (2x2 max pooling) hands it so to
+                // the layer below, which writes out what it reads (see Layer::backward_unpooled)
+                let below = self.order[at - 1];
+                let [upper, lower] = self
+                    .layers
+                    .get_disjoint_mut([l, below])
+                    .expect("the order holds each layer once");
+                match upper.layer.backward_unpooled(dout) {
+                    Ok(dx) if at - 1 == 0 => {
+                        lower.layer.backward_params_from_unpooled(dx);
+                        break;
+                    }
+                    Ok(dx) => {
+                        dout = lower.layer.backward_from_unpooled(dx);
+                        at -= 1;
+                        continue;
+                    }
+                    Err(d) => dout = d,
+                }
+            }
+            if at == 0 {
+                self.layers[l].layer.backward_params(dout);
+                break;
+            }
             dout = self.layers[l].layer.backward(dout);
         }
-        self.layers[first].layer.backward_params(dout);
         if self.weight_decay != 0.0 {
             let lambda = T::of(self.weight_decay);
             self.visit_params(&mut |_, mut p| {

@@ -4,7 +4,7 @@ use std::any::TypeId;
 
 use ndarray::{Array1, Array2, Array4, ArrayD, ArrayView2, ArrayViewMut2, Ix4};
 
-use super::{Layer, Param};
+use super::{Layer, Param, Unpooled};
 use crate::Float;
 use crate::linalg::sparse::{self, SLACK};
 use crate::linalg::{copy_short, gemm_nt_acc, gemm_serial, gemm_serial_bias, madd, row_sums_acc};
@@ -65,6 +65,7 @@ struct Part<T> {
     db: Vec<T>,   // (FN)
     col: Vec<T>,  // (C·FH·FW, Q)
     dcol: Vec<T>, // (C·FH·FW, Q), backward with dx only
+    dy: Vec<T>,   // (FN, Q): one image's dy, when the layer above left it unwritten
     /// Backward's other way to dWc, when dy_i is mostly zeros ([`window_sums`]): dy_i's
     /// non-zeros, filter f's at starts[f]..starts[f + 1] of `q` (their output positions) and
     /// `g` (their values); room for all of dy_i and SLACK
@@ -84,6 +85,7 @@ impl<T: Float> Default for Part<T> {
             db: Vec::new(),
             col: Vec::new(),
             dcol: Vec::new(),
+            dy: Vec::new(),
             starts: Vec::new(),
             q: Vec::new(),
             g: Vec::new(),
@@ -352,7 +354,7 @@ impl<T: Float> Convolution<T> {
 
     /// The parameter gradients from `dout`, and dx when `want_dx`.
     #[track_caller]
-    fn gradients(&mut self, dout: ArrayD<T>, want_dx: bool) -> Option<ArrayD<T>> {
+    fn gradients(&mut self, dout: Dout<'_, T>, want_dx: bool) -> Option<ArrayD<T>> {
         let (n, c, h, w) = self
             .x_dim
             .expect("Convolution::backward called without a forward before it");
@@ -360,18 +362,30 @@ impl<T: Float> Convolution<T> {
         let (oh, ow) = win.output(h, w);
         let (fn_, q) = (self.w.shape()[0], oh * ow);
         let (k, chw) = (self.w.len() / fn_, c * h * w);
-        let dy = dout
-            .into_dimensionality::<Ix4>()
-            .expect("Convolution::backward: dout must be 4-D");
-        assert_eq!(
-            dy.dim(),
-            (n, fn_, oh, ow),
-            "Convolution::backward: dout does not match the forward"
-        );
-        let dy = if dy.is_standard_layout() {
-            dy
-        } else {
-            dy.as_standard_layout().into_owned()
+        let dy = match dout {
+            Dout::Dense(dout) => {
+                let dy = dout
+                    .into_dimensionality::<Ix4>()
+                    .expect("Convolution::backward: dout must be 4-D");
+                assert_eq!(
+                    dy.dim(),
+                    (n, fn_, oh, ow),
+                    "Convolution::backward: dout does not match the forward"
+                );
+                Dout::Dense(if dy.is_standard_layout() {
+                    dy.into_dyn()
+                } else {
+                    dy.as_standard_layout().into_owned().into_dyn()
+                })
+            }
+            Dout::Unpooled(dy) => {
+                assert_eq!(
+                    dy.dim(),
+                    (n, fn_, oh, ow),
+                    "Convolution::backward: dout does not match the forward"
+                );
+                Dout::Unpooled(dy)
+            }
         };
         // each image's col is built again from the input; dx then goes into its memory
         let mut x = match self.x_spare.take() {
@@ -386,7 +400,6 @@ impl<T: Float> Convolution<T> {
         }
         let threads = parallel::threads_for(self.work(n, q), self.threads);
         let wc = w_rows(&self.w);
-        let dy_all = dy.as_slice().expect("standard layout");
         let x_all = x.as_slice_mut().expect("standard layout");
         let dims = PartDims {
             fn_,
@@ -397,14 +410,20 @@ impl<T: Float> Convolution<T> {
             w,
             win,
         };
-        let work = |(part, (x, dy)): (&mut Part<T>, (&mut [T], &[T]))| {
+        let work = |(first, (part, x)): (usize, (&mut Part<T>, &mut [T]))| {
+            let dy = match &dy {
+                Dout::Dense(dy) => {
+                    let dy = dy.as_slice().expect("standard layout");
+                    let images = x.len() / chw;
+                    PartDy::Dense(&dy[first * fn_ * q..(first + images) * fn_ * q])
+                }
+                Dout::Unpooled(dy) => PartDy::Unpooled(dy, first),
+            };
             part_gradients(&wc, dims, dy, x, want_dx, part)
         };
-        let items = self.parts.iter_mut().zip(
-            x_all
-                .chunks_mut(per * chw)
-                .zip(dy_all.chunks(per * fn_ * q)),
-        );
+        let items = (0..n)
+            .step_by(per)
+            .zip(self.parts.iter_mut().zip(x_all.chunks_mut(per * chw)));
         if threads == 1 {
             // the same parts as on several threads, one after the other
             items.for_each(work);
@@ -422,7 +441,12 @@ impl<T: Float> Convolution<T> {
                 .zip(&part.db)
                 .for_each(|(a, &v)| *a = *a + v);
         }
-        self.y_spare = Some(dy.into_dyn());
+        // dout's memory takes the next forward's y: the dense dout's own, or the memory of
+        // the input of the layer above, which left it unwritten (the same shape)
+        self.y_spare = match dy {
+            Dout::Dense(dy) => Some(dy),
+            Dout::Unpooled(mut dy) => dy.take_spare(),
+        };
         if want_dx {
             Some(x.into_dyn())
         } else {
@@ -445,12 +469,26 @@ struct PartDims {
     win: Window,
 }
 
+/// Backward's dout: written out, (N, FN, OH, OW) in standard layout, or left unwritten by
+/// the layer above ([`Layer::backward_unpooled`]).
+enum Dout<'a, T> {
+    Dense(ArrayD<T>),
+    Unpooled(Unpooled<'a, T>),
+}
+
+/// A part's dy: its images' (FN, Q) one after the other, or image `first` on of an
+/// unwritten one.
+enum PartDy<'a, T> {
+    Dense(&'a [T]),
+    Unpooled(&'a Unpooled<'a, T>, usize),
+}
+
 /// One part of the batch: its sums of dWc and db (overwritten), and, when `want_dx`, its
 /// images' dx written over their input `x`.
 fn part_gradients<T: Float>(
     wc: &ArrayView2<T>,
     d: PartDims,
-    dy: &[T],
+    dy: PartDy<'_, T>,
     x: &mut [T],
     want_dx: bool,
     part: &mut Part<T>,
@@ -461,7 +499,18 @@ fn part_gradients<T: Float>(
     part.db.fill(T::zero());
     part.strips.set(&d);
     window_positions(&d, &mut part.at);
-    for (dy_i, x_i) in dy.chunks_exact(fn_ * q).zip(x.chunks_exact_mut(chw)) {
+    // an unwritten dy is written out here, one image at a time, into a buffer that stays
+    // in L2 (taken out of `part` while its other buffers are in use)
+    let mut dy_buf = std::mem::take(&mut part.dy);
+    for (i, x_i) in x.chunks_exact_mut(chw).enumerate() {
+        let dy_i: &[T] = match dy {
+            PartDy::Dense(dy) => &dy[i * fn_ * q..(i + 1) * fn_ * q],
+            PartDy::Unpooled(dy, first) => {
+                dy_buf.resize(fn_ * q, T::zero());
+                dy.write_image(first + i, &mut dy_buf);
+                &dy_buf
+            }
+        };
         // dWc += dy_i·col_iᵀ,  db += Σ_q dy_i  (both run along the Q output positions)
         if part.nonzeros(dy_i, q) as f64 <= part.strips.density * dy_i.len() as f64 {
             // mostly zeros (a max pooling after this layer routes each gradient to one pixel
@@ -482,6 +531,7 @@ fn part_gradients<T: Float>(
             col2im_image(&part.dcol, (d.c, d.h, d.w), d.win, x_i);
         }
     }
+    part.dy = dy_buf;
 }
 
 /// Values of a window row that one vector of [`window_sums`] holds (8 f32 lanes of AVX2).
@@ -1089,11 +1139,21 @@ impl<T: Float> Layer<T> for Convolution<T> {
     }
 
     fn backward(&mut self, dout: ArrayD<T>) -> ArrayD<T> {
-        self.gradients(dout, true).expect("dx asked for")
+        self.gradients(Dout::Dense(dout), true)
+            .expect("dx asked for")
     }
 
     fn backward_params(&mut self, dout: ArrayD<T>) {
-        self.gradients(dout, false);
+        self.gradients(Dout::Dense(dout), false);
+    }
+
+    fn backward_from_unpooled(&mut self, dout: Unpooled<'_, T>) -> ArrayD<T> {
+        self.gradients(Dout::Unpooled(dout), true)
+            .expect("dx asked for")
+    }
+
+    fn backward_params_from_unpooled(&mut self, dout: Unpooled<'_, T>) {
+        self.gradients(Dout::Unpooled(dout), false);
     }
 
     fn set_threads(&mut self, threads: usize) {
@@ -1393,6 +1453,70 @@ mod tests {
         let x = Array::from_shape_fn((2, 1, 12, 12), |_| rng.normal()).into_dyn();
         for row in net.gradient_check(&x, Targets::Labels(&[2, 0]), DEFAULT_H) {
             assert!(row.max_rel_err < 1e-6, "{row}");
+        }
+    }
+
+    #[test]
+    fn a_dy_left_unwritten_by_a_max_pooling_gives_the_bits_of_the_dy_written_out() {
+        use crate::layers::Pooling;
+        // the convolution writes out each image's dy from the pooling's winners itself
+        // (backward_from_unpooled): dW, db and dx are those of the pooling's dense dx. 3x3
+        // filters over 10x10 (8x8 outputs, a quarter non-zeros: more than the window sums
+        // take, the dense products) and 5x5 (window sums); odd outputs leave a row and a
+        // column out of every window; the ReLU fused or not; 10 images in 5 parts, 1 and 2
+        // threads; the first layer's params-only backward too
+        let mut rng = Rng::new(44);
+        let bits = |a: &ArrayD<f32>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        for (fh, h, relu) in [(3, 10, false), (5, 13, true), (5, 12, false), (3, 11, true)] {
+            let conv64 = random_conv(4, 2, fh, fh, 1, 0, &mut rng);
+            let conv = Convolution::new(
+                conv64.w.mapv(|v| v as f32),
+                conv64.b.mapv(|v| v as f32),
+                1,
+                0,
+            );
+            let x = Array::from_shape_fn((10, 2, h, h), |_| rng.normal() as f32).into_dyn();
+            let oph = (h + 1 - fh) / 2; // the pooled output's size
+            let dy = Array::from_shape_fn((10, 4, oph, oph), |_| match rng.below(4) {
+                0 => 0.0,
+                _ => rng.normal() as f32,
+            })
+            .into_dyn();
+            for threads in [1, 2] {
+                let mut pool = Pooling::<f32>::max(2, 2, 2);
+                if relu {
+                    assert!(Layer::<f32>::fuse_relu(&mut pool));
+                }
+                let (mut conv, mut pool) = (conv.clone(), pool);
+                conv.set_threads(threads);
+                Layer::<f32>::set_threads(&mut pool, threads);
+                let (mut conv2, mut pool2) = (conv.clone(), pool.clone());
+                for first_layer in [false, true] {
+                    pool.forward(conv.forward(x.clone()));
+                    pool2.forward(conv2.forward(x.clone()));
+                    let written = pool.backward(dy.clone());
+                    let unwritten = pool2.backward_unpooled(dy.clone()).ok().unwrap();
+                    let case = format!("{fh}x{fh} over {h}x{h}, relu {relu}, {threads} threads");
+                    if first_layer {
+                        conv.backward_params(written);
+                        conv2.backward_params_from_unpooled(unwritten);
+                    } else {
+                        let dx = conv.backward(written);
+                        let dx2 = conv2.backward_from_unpooled(unwritten);
+                        assert_eq!(bits(&dx), bits(&dx2), "dx, {case}");
+                    }
+                    assert_eq!(
+                        bits(&conv.dw.clone().into_dyn()),
+                        bits(&conv2.dw.clone().into_dyn()),
+                        "dW, {case}"
+                    );
+                    assert_eq!(
+                        bits(&conv.db.clone().into_dyn()),
+                        bits(&conv2.db.clone().into_dyn()),
+                        "db, {case}"
+                    );
+                }
+            }
         }
     }
 

@@ -29,7 +29,7 @@ pub use affine::Affine;
 pub use batch_norm::BatchNormalization;
 pub use convolution::{Convolution, Window, col2im, im2col};
 pub use dropout::Dropout;
-pub use pooling::{PoolKind, Pooling};
+pub use pooling::{PoolKind, Pooling, Unpooled};
 pub use relu::Relu;
 pub use sigmoid::Sigmoid;
 pub use softmax_loss::{SoftmaxWithLoss, Targets, softmax};
@@ -133,6 +133,26 @@ pub trait Layer<T: Float>: Send + Sync + BoxedClone<T> {
     /// parameter gradients. Layers that can skip the work override it.
     fn backward_params(&mut self, dout: ArrayD<T>) {
         self.backward(dout);
+    }
+
+    /// Backward pass that leaves dx unwritten, for a layer whose dx is mostly zeros (2x2 max
+    /// pooling, [`Unpooled`]): the layer below then writes out what it reads, one image at a
+    /// time ([`Layer::backward_from_unpooled`]). Layers that cannot give `dout` back,
+    /// nothing done (the default).
+    fn backward_unpooled(&mut self, dout: ArrayD<T>) -> Result<Unpooled<'_, T>, ArrayD<T>> {
+        Err(dout)
+    }
+
+    /// [`Layer::backward`] from a dout left unwritten by the layer above
+    /// ([`Layer::backward_unpooled`]). Default: dout written out whole, then `backward`.
+    fn backward_from_unpooled(&mut self, dout: Unpooled<'_, T>) -> ArrayD<T> {
+        self.backward(dout.into_dense())
+    }
+
+    /// [`Layer::backward_params`] from a dout left unwritten by the layer above. Default:
+    /// dout written out whole, then `backward_params`.
+    fn backward_params_from_unpooled(&mut self, dout: Unpooled<'_, T>) {
+        self.backward_params(dout.into_dense())
     }
 
     /// True for a layer that a ReLU just before it may follow instead, with the same output
