@@ -17,8 +17,11 @@ use crate::{Network, parallel};
 /// below its thresholds (3.7 s). The two-layer and MLP runs take the same time either way.
 /// 30 rather than 25: five full 6-row panels of the packed product, where 25 computed 30 rows
 /// and kept 25 (`backprop bench`, 4 alternating rounds, medians of the evaluation time: W3
-/// 1.11 -> 1.03 s, W2 0.159 -> 0.145 s, W1 the same).
-const CHUNK: usize = 30;
+/// 1.11 -> 1.03 s, W2 0.159 -> 0.145 s, W1 the same). 24 rather than 30: also six full
+/// groups of four rows of the MLP's sparse first layer (`sparse::union`), where 30 summed a
+/// last group of two at the cost of four (AMD EPYC, 6 alternating rounds, the evaluation's
+/// time in W2 0.138 -> 0.130 s; in W3, 4 rounds, 0.891 -> 0.895 s, the same).
+const CHUNK: usize = 24;
 
 /// What [`evaluate`] measures.
 #[derive(Clone, Debug, PartialEq)]
