@@ -92,7 +92,7 @@ pub fn accuracy(net: &Network<f32>, data: &Dataset, threads: usize) -> f64 {
 }
 
 /// The accuracy of a network on some data sets, counted chunk by chunk by whichever threads
-/// work on it: each call of [`AccuracyJob::work_one`] claims the next chunk ([`CHUNK`]
+/// work on it: each call of [`AccuracyJob::work_one`] claims the next chunk (`CHUNK`
 /// samples) until none is left, so threads can join and leave at any time. Training hands
 /// one, with a copy of the network, to its batch loader at the end of an epoch: the loader
 /// counts chunks between batches while the next epoch trains.

@@ -9,7 +9,7 @@
 //! items; the calling thread and the helpers claim them one at a time from a shared counter,
 //! so an item no helper has taken yet (a helper asleep, or busy elsewhere) is run by the
 //! caller itself: a call never waits for a helper to wake, only for the items helpers have
-//! already started. After an item a helper looks for the next call for [`SPIN`] (yielding its
+//! already started. After an item a helper looks for the next call for `SPIN` (yielding its
 //! core meanwhile), then sleeps.
 //! One call at a time uses the helpers; a call made while they serve another (a nested call,
 //! or tests on several threads) runs its items on its own thread.
@@ -54,7 +54,7 @@ static OTHER_WORK: AtomicUsize = AtomicUsize::new(0);
 
 /// Held while a thread has work of its own queued that a split would delay (training holds
 /// one while its batch loader counts an evaluation between batches): splits then need
-/// [`MIN_WORK_PER_THREAD_BESIDE_OTHER_WORK`].
+/// `MIN_WORK_PER_THREAD_BESIDE_OTHER_WORK`.
 pub struct OtherWork(());
 
 impl OtherWork {

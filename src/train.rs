@@ -113,7 +113,7 @@ pub struct TrainConfig {
     pub model: Model,
     /// The layer description of [`Model::Described`].
     pub layers: Option<String>,
-    /// Units of each hidden layer (book: [50]).
+    /// Units of each hidden layer (book: `[50]`).
     pub hidden: Vec<usize>,
     pub activation: Activation,
     /// Weight initialisation; None: the book's std 0.01 for the two-layer net, else He for

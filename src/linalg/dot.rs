@@ -123,7 +123,7 @@ fn lanes<T: Float, const FMA: bool>(
     acc
 }
 
-/// s[i] ← s[i] + Σ_q A[i][q], `a`: (M, L) row-major, summed as [`gemm_nt_acc`] sums (lanes,
+/// `s[i] ← s[i] + Σ_q A[i][q]`, `a`: (M, L) row-major, summed as [`gemm_nt_acc`] sums (lanes,
 /// then the tail).
 #[track_caller]
 pub fn row_sums_acc<T: Float>(a: &[T], l: usize, s: &mut [T]) {
