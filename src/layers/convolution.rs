@@ -1483,13 +1483,9 @@ mod tests {
             })
             .into_dyn();
             for threads in [1, 2] {
-                let mut pool = Pooling::<f32>::max(2, 2, 2);
-                if relu {
-                    assert!(Layer::<f32>::fuse_relu(&mut pool));
-                }
-                let (mut conv, mut pool) = (conv.clone(), pool);
+                let mut pool = Pooling::<f32>::max_2x2_for_tests(relu, threads);
+                let mut conv = conv.clone();
                 conv.set_threads(threads);
-                Layer::<f32>::set_threads(&mut pool, threads);
                 let (mut conv2, mut pool2) = (conv.clone(), pool.clone());
                 for first_layer in [false, true] {
                     pool.forward(conv.forward(x.clone()));

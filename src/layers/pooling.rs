@@ -116,6 +116,17 @@ impl<T: Float> Pooling<T> {
         self.kind == PoolKind::Max && self.window == Self::max(2, 2, 2).window
     }
 
+    /// A 2x2 max pooling on `threads` threads, with the ReLU after it taken in or not.
+    #[cfg(test)]
+    pub(crate) fn max_2x2_for_tests(relu: bool, threads: usize) -> Self {
+        let mut pool = Self::max(2, 2, 2);
+        if relu {
+            assert!(Layer::<T>::fuse_relu(&mut pool));
+        }
+        Layer::<T>::set_threads(&mut pool, threads);
+        pool
+    }
+
     /// The pooled output into `y`'s memory. With `kept` (training), also what backward needs:
     /// the flat index into x of each window's maximum (`argmax`), or for 2x2 windows which of
     /// the four pixels won (`corner`); the other is left empty.
@@ -864,11 +875,7 @@ mod tests {
             })
             .into_dyn();
             for threads in [1, 2] {
-                let mut pool = Pooling::<f32>::max(2, 2, 2);
-                if relu {
-                    assert!(Layer::<f32>::fuse_relu(&mut pool));
-                }
-                Layer::<f32>::set_threads(&mut pool, threads);
+                let mut pool = Pooling::max_2x2_for_tests(relu, threads);
                 let mut pool2 = pool.clone();
                 Layer::<f32>::forward(&mut pool, x.clone());
                 Layer::<f32>::forward(&mut pool2, x.clone());
