@@ -367,26 +367,19 @@ impl<T: Float> Convolution<T> {
                 let dy = dout
                     .into_dimensionality::<Ix4>()
                     .expect("Convolution::backward: dout must be 4-D");
-                assert_eq!(
-                    dy.dim(),
-                    (n, fn_, oh, ow),
-                    "Convolution::backward: dout does not match the forward"
-                );
                 Dout::Dense(if dy.is_standard_layout() {
                     dy.into_dyn()
                 } else {
                     dy.as_standard_layout().into_owned().into_dyn()
                 })
             }
-            Dout::Unpooled(dy) => {
-                assert_eq!(
-                    dy.dim(),
-                    (n, fn_, oh, ow),
-                    "Convolution::backward: dout does not match the forward"
-                );
-                Dout::Unpooled(dy)
-            }
+            unpooled => unpooled,
         };
+        assert_eq!(
+            dy.dim(),
+            (n, fn_, oh, ow),
+            "Convolution::backward: dout does not match the forward"
+        );
         // each image's col is built again from the input; dx then goes into its memory
         let mut x = match self.x_spare.take() {
             Some(x) if x.dim() == (n, c, h, w) => x,
@@ -474,6 +467,19 @@ struct PartDims {
 enum Dout<'a, T> {
     Dense(ArrayD<T>),
     Unpooled(Unpooled<'a, T>),
+}
+
+impl<T: Float> Dout<'_, T> {
+    /// (N, FN, OH, OW) (a dense dout: once it is 4-D).
+    fn dim(&self) -> (usize, usize, usize, usize) {
+        match self {
+            Dout::Dense(dy) => {
+                let s = dy.shape();
+                (s[0], s[1], s[2], s[3])
+            }
+            Dout::Unpooled(dy) => dy.dim(),
+        }
+    }
 }
 
 /// A part's dy: its images' (FN, Q) one after the other, or image `first` on of an

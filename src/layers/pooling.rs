@@ -669,6 +669,11 @@ impl<T: Float> Layer<T> for Pooling<T> {
     }
 
     fn backward(&mut self, dout: ArrayD<T>) -> ArrayD<T> {
+        // 2x2 max: dx written out into the input's memory, every entry once
+        let dout = match self.backward_unpooled(dout) {
+            Ok(dx) => return dx.into_dense(),
+            Err(dout) => dout,
+        };
         let x_dim = self
             .x_dim
             .expect("Pooling::backward called without a forward before it");
@@ -683,13 +688,6 @@ impl<T: Float> Layer<T> for Pooling<T> {
             (x_dim.0, x_dim.1, oh, ow),
             "Pooling::backward: dout shape"
         );
-        if self.is_max_2x2() {
-            // dx goes into the input's memory, every entry written
-            return match self.backward_unpooled(dout) {
-                Ok(dx) => dx.into_dense(),
-                Err(_) => unreachable!("a 2x2 max pooling gives its dx unwritten"),
-            };
-        }
         // dx goes into the input's memory, zeroed (the gradients add into it)
         let mut dx = match self.x_spare.take().map(|x| x.into_dimensionality::<Ix4>()) {
             Some(Ok(mut x)) if x.dim() == x_dim && x.is_standard_layout() => {
