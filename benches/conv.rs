@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use backprop::Rng;
 use backprop::layers::{Convolution, Layer, Pooling, Relu};
+use backprop::plan::Accelerated;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use ndarray::{Array1, Array4, ArrayD};
 
@@ -56,7 +57,7 @@ fn bench_conv(c: &mut Criterion) {
     c.bench_function("gemm_nt_acc 30x25 over 576, 100 images (conv1 dW)", |b| {
         b.iter(|| {
             for (dy_i, col_i) in dy.chunks_exact(30 * 576).zip(cols.chunks_exact(25 * 576)) {
-                backprop::linalg::gemm_nt_acc(dy_i, col_i, 576, &mut dwc);
+                backprop::kernels::gemm_nt_acc(dy_i, col_i, 576, &mut dwc);
             }
         })
     });
@@ -103,7 +104,7 @@ fn bench_conv(c: &mut Criterion) {
             BatchSize::LargeInput,
         )
     });
-    // the last: W3's pooling with the ReLU before it taken in (Layer::fuse_relu), what the
+    // the last: W3's pooling with the ReLU before it taken in (Accelerated::fuse_relu), what the
     // network runs; the two layers one after the other below
     for (name, ch, hw, relu) in [
         ("SimpleConvNet pool 2x2 on 30x24x24", 30, 24, false),
@@ -112,7 +113,7 @@ fn bench_conv(c: &mut Criterion) {
     ] {
         let mut pool = Pooling::max(2, 2, 2);
         if relu {
-            assert!(Layer::<f32>::fuse_relu(&mut pool));
+            assert!(Accelerated::<f32>::fuse_relu(&mut pool, true));
         }
         let x = random((100, ch, hw, hw), &mut rng);
         let y = Layer::<f32>::forward(&mut pool, x.clone());

@@ -10,9 +10,10 @@ use std::path::Path;
 
 use backprop::Rng;
 use backprop::data::Mnist;
+use backprop::kernels::{Lhs, sparse::SparseRows};
 use backprop::layers::{Affine, Layer, Relu, SoftmaxWithLoss, Targets};
-use backprop::linalg::{Lhs, sparse::SparseRows};
 use backprop::models::gaussian;
+use backprop::plan::Accelerated;
 use criterion::BatchSize;
 use criterion::{Criterion, criterion_group, criterion_main};
 use ndarray::{Array1, Array2};
@@ -146,7 +147,7 @@ fn bench_workload_layers(c: &mut Criterion) {
     ] {
         let w = random(&[d_in, d_out]).into_dimensionality().expect("2-D");
         let mut affine = Affine::new(w, Array1::zeros(d_out));
-        Layer::<f32>::set_threads(&mut affine, 2);
+        Accelerated::<f32>::set_threads(&mut affine, 2);
         let x = random(&[n, d_in]);
         let dy = random(&[n, d_out]);
         c.bench_function(&format!("{name}: forward + backward, 2 threads"), |b| {

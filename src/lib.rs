@@ -41,12 +41,16 @@ pub mod flops;
 pub mod gradcheck;
 pub mod image;
 pub mod init;
+#[doc(hidden)]
+pub mod kernels;
 pub mod layers;
-pub mod linalg;
 pub mod models;
 mod network;
 pub mod optim;
+#[doc(hidden)]
 pub mod parallel;
+#[doc(hidden)]
+pub mod plan;
 pub mod plot;
 mod rng;
 pub mod train;

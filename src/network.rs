@@ -7,14 +7,14 @@ use crate::Float;
 use crate::gradcheck::{self, GradCheckRow};
 use crate::layers::{Input, Layer, Param, SoftmaxWithLoss, Targets};
 use crate::optim::Optimizer;
+use crate::plan::{self, Plan};
 
-/// A layer with the name the network gave it (`Affine1`) and the number its parameters
-/// carry (`W1`, `b1`).
+/// The name the network gave a layer (`Affine1`) and the number its parameters carry
+/// (`W1`, `b1`).
 #[derive(Clone)]
-struct Named<T: Float> {
+struct Named {
     name: String,
     number: usize,
-    layer: Box<dyn Layer<T>>,
     param_names: Vec<String>, // `W1`, `b1`, in the layer's order
 }
 
@@ -25,11 +25,10 @@ struct Named<T: Float> {
 /// the weight layer before it (`gamma1`, `beta1`).
 #[derive(Clone)]
 pub struct Network<T: Float = f32> {
-    layers: Vec<Named<T>>,
-    /// The order the passes run the layers in: the layers' order, except that a max pooling
-    /// right after a ReLU runs before it, and leaves the ReLU out when it applies it itself
-    /// (see [`Network::push`]).
-    order: Vec<usize>,
+    layers: Vec<Box<dyn Layer<T>>>,
+    names: Vec<Named>, // one for each layer
+    /// The order the passes run the layers in, and the rewrites ([`crate::plan`]).
+    plan: Plan,
     last_layer: SoftmaxWithLoss<T>,
     weight_layers: usize,
     weight_decay: f64,
@@ -47,7 +46,8 @@ impl<T: Float> Network<T> {
     pub fn new() -> Self {
         Network {
             layers: Vec::new(),
-            order: Vec::new(),
+            names: Vec::new(),
+            plan: Plan::default(),
             last_layer: SoftmaxWithLoss::new(),
             weight_layers: 0,
             weight_decay: 0.0,
@@ -117,35 +117,13 @@ impl<T: Float> Network<T> {
 
     /// Appends a layer, named after its kind and position (`Affine1`, `Relu1`, `Affine2`).
     ///
-    /// A layer that commutes with ReLU ([`Layer::commutes_with_relu`], max pooling) pushed
-    /// right after a ReLU that is not the first layer runs before it: the network computes
-    /// the same outputs and gradients to the bit, and the ReLU then works on the pooled
-    /// quarter of the values (SimpleConvNet: 432 000 a batch instead of 1 728 000). Such a
-    /// layer that can also apply the ReLU in its own pass ([`Layer::fuse_relu`]: 2x2 max
-    /// pooling) does, and the ReLU layer is then not run at all. Names, descriptions and
-    /// checkpoints keep the layers in the order they were pushed.
+    /// The passes run the layers in the order of the plan ([`crate::plan`]): the book's
+    /// order, with rewrites that give the same bits (a max pooling right after a ReLU runs
+    /// before it and may take the ReLU in). Names, descriptions and checkpoints keep the
+    /// layers in the order they were pushed.
     pub fn push(&mut self, mut layer: impl Layer<T> + 'static) -> &mut Self {
-        let index = self.layers.len();
-        let after_relu = index >= 2
-            && self.order.last() == Some(&(index - 1))
-            && self.layers[index - 1].layer.kind() == "Relu";
-        if after_relu && layer.commutes_with_relu() {
-            // before the ReLU: [..., this layer, ReLU]
-            self.order.insert(self.order.len() - 1, index);
-            // NOTE: SimpleConvNet's ReLU walked its 432 000 pooled values and their mask
-            // forward and back, 0.12 ms of a 3.5 ms step; the pooling's pass now does it
-            if layer.fuse_relu() {
-                self.order.pop();
-            }
-        } else {
-            self.order.push(index);
-        }
         let kind = layer.kind();
-        let same_kind = self
-            .layers
-            .iter()
-            .filter(|l| l.layer.kind() == kind)
-            .count();
+        let same_kind = self.layers.iter().filter(|l| l.kind() == kind).count();
         if layer.params().iter().any(|p| p.name == "W") {
             self.weight_layers += 1;
         }
@@ -155,30 +133,43 @@ impl<T: Float> Network<T> {
             .iter()
             .map(|p| format!("{}{number}", p.name))
             .collect();
-        self.layers.push(Named {
+        self.names.push(Named {
             name: format!("{kind}{}", same_kind + 1),
             number,
-            layer: Box::new(layer),
             param_names,
         });
+        self.layers.push(Box::new(layer));
+        self.plan = Plan::new(&mut self.layers, self.plan.reference);
         self
+    }
+
+    /// Runs the book's code alone (`true`): every layer in order, every dx written, no
+    /// kernel and no rewrite; or the fast paths (`false`, the default). The two agree to
+    /// rounding (`tests/reference.rs`).
+    pub fn set_reference(&mut self, reference: bool) -> &mut Self {
+        // NOTE: the softmax's vector exp stays: it gives the bits of `exp` on every input
+        self.plan = Plan::new(&mut self.layers, reference);
+        self
+    }
+
+    /// Whether the network runs the book's code alone ([`Network::set_reference`]).
+    pub fn is_reference(&self) -> bool {
+        self.plan.reference
     }
 
     /// The layers' names in order (`["Affine1", "Relu1", "Affine2"]`).
     pub fn layer_names(&self) -> Vec<&str> {
-        self.layers.iter().map(|l| l.name.as_str()).collect()
+        self.names.iter().map(|l| l.name.as_str()).collect()
     }
 
     /// Class scores for a batch (inference: nothing is kept, `&self`).
     /// `x: (N, ...) -> (N, C)`, dense or as non-zero entries ([`Input`]).
     pub fn predict(&self, x: impl Into<Input<T>>) -> ArrayD<T> {
-        match self.order.split_first() {
+        match self.plan.order.split_first() {
             None => x.into().into_dense(),
             Some((&first, rest)) => {
-                let y = self.layers[first]
-                    .layer
-                    .predict_input(self.shaped(x.into()));
-                rest.iter().fold(y, |x, &l| self.layers[l].layer.predict(x))
+                let y = plan::predict_input(&*self.layers[first], self.shaped(x.into()));
+                rest.iter().fold(y, |x, &l| self.layers[l].predict(x))
             }
         }
     }
@@ -187,11 +178,11 @@ impl<T: Float> Network<T> {
     pub fn forward(&mut self, x: impl Into<Input<T>>) -> ArrayD<T> {
         let x = self.shaped(x.into());
         let layers = &mut self.layers;
-        match self.order.split_first() {
+        match self.plan.order.split_first() {
             None => x.into_dense(),
             Some((&first, rest)) => {
-                let y = layers[first].layer.forward_input(x);
-                rest.iter().fold(y, |x, &l| layers[l].layer.forward(x))
+                let y = plan::forward_input(&mut *layers[first], x);
+                rest.iter().fold(y, |x, &l| layers[l].forward(x))
             }
         }
     }
@@ -220,42 +211,12 @@ impl<T: Float> Network<T> {
     }
 
     /// Forward, loss, and backward through every layer: fills each parameter's gradient and
-    /// returns the loss. The first layer computes no gradient with respect to the input.
+    /// returns the loss (the book's `gradient`, without the copies).
     pub fn backprop(&mut self, x: impl Into<Input<T>>, t: Targets<'_, T>) -> T {
         let loss = self.loss(x, t);
-        let mut dout = self.last_layer.backward(T::one());
-        // from the last layer down; the first computes no dx
-        let mut at = self.order.len();
-        while at > 0 {
-            at -= 1;
-            let l = self.order[at];
-            if at > 0 {
-                // a layer that can leave its dx unwritten (2x2 max pooling) hands it so to
-                // the layer below, which writes out what it reads (see Layer::backward_unpooled)
-                let below = self.order[at - 1];
-                let [upper, lower] = self
-                    .layers
-                    .get_disjoint_mut([l, below])
-                    .expect("the order holds each layer once");
-                match upper.layer.backward_unpooled(dout) {
-                    Ok(dx) if at - 1 == 0 => {
-                        lower.layer.backward_params_from_unpooled(dx);
-                        break;
-                    }
-                    Ok(dx) => {
-                        dout = lower.layer.backward_from_unpooled(dx);
-                        at -= 1;
-                        continue;
-                    }
-                    Err(d) => dout = d,
-                }
-            }
-            if at == 0 {
-                self.layers[l].layer.backward_params(dout);
-                break;
-            }
-            dout = self.layers[l].layer.backward(dout);
-        }
+        let dout = self.last_layer.backward(T::one());
+        // from the last layer down, as the plan runs them
+        plan::backward(&mut self.layers, &self.plan, dout);
         if self.weight_decay != 0.0 {
             let lambda = T::of(self.weight_decay);
             self.visit_params(&mut |_, mut p| {
@@ -327,10 +288,9 @@ impl<T: Float> Network<T> {
     /// Hands every parameter with its gradient and name to `f`, in the order of
     /// [`Network::params`], allocating nothing.
     pub fn visit_params<'a>(&'a mut self, f: &mut dyn FnMut(&'a str, Param<'a, T>)) {
-        for l in &mut self.layers {
-            let mut names = l.param_names.iter();
-            l.layer
-                .visit_params(&mut |p| f(names.next().expect("one name per parameter"), p));
+        for (layer, named) in self.layers.iter_mut().zip(&self.names) {
+            let mut names = named.param_names.iter();
+            layer.visit_params(&mut |p| f(names.next().expect("one name per parameter"), p));
         }
     }
 
@@ -344,7 +304,7 @@ impl<T: Float> Network<T> {
     /// The layers as a layer description ([`crate::describe`]), one line each: with the
     /// sample shape and class count, what rebuilds this network (weights aside).
     pub fn description(&self) -> String {
-        let lines: Vec<String> = self.layers.iter().map(|l| l.layer.describe()).collect();
+        let lines: Vec<String> = self.layers.iter().map(|l| l.describe()).collect();
         lines.join("\n")
     }
 
@@ -355,7 +315,8 @@ impl<T: Float> Network<T> {
             && self
                 .layers
                 .first()
-                .is_some_and(|l| l.layer.kind() == "Affine")
+                .and_then(|l| l.accelerated_ref())
+                .is_some_and(|a| a.takes_sparse_input())
     }
 
     /// The shape of one sample, if set ([`Network::set_input_shape`]).
@@ -368,10 +329,10 @@ impl<T: Float> Network<T> {
     pub fn buffers(&mut self) -> Vec<(String, ArrayViewMutD<'_, T>)> {
         self.layers
             .iter_mut()
-            .flat_map(|l| {
-                let number = l.number;
-                l.layer
-                    .buffers()
+            .zip(&self.names)
+            .flat_map(|(l, named)| {
+                let number = named.number;
+                l.buffers()
                     .into_iter()
                     .map(move |(name, b)| (format!("{name}{number}"), b))
             })
@@ -380,10 +341,7 @@ impl<T: Float> Network<T> {
 
     /// The states of the layers' own generators (dropout's), in layer order.
     pub fn rng_states(&self) -> Vec<[u64; 4]> {
-        self.layers
-            .iter()
-            .filter_map(|l| l.layer.rng_state())
-            .collect()
+        self.layers.iter().filter_map(|l| l.rng_state()).collect()
     }
 
     /// Restores [`Network::rng_states`]; false (and nothing changed) when the count differs.
@@ -393,8 +351,8 @@ impl<T: Float> Network<T> {
         }
         let mut states = states.iter();
         for l in &mut self.layers {
-            if l.layer.rng_state().is_some() {
-                l.layer.set_rng_state(*states.next().expect("counted"));
+            if l.rng_state().is_some() {
+                l.set_rng_state(*states.next().expect("counted"));
             }
         }
         true
@@ -402,15 +360,17 @@ impl<T: Float> Network<T> {
 
     /// While `hold` is true, dropout layers reuse their last masks (for gradient checks).
     pub fn hold_dropout_masks(&mut self, hold: bool) {
-        self.layers.iter_mut().for_each(|l| l.layer.hold_mask(hold));
+        self.layers.iter_mut().for_each(|l| l.hold_mask(hold));
     }
 
-    /// Threads each layer may use in training forward and backward (see
-    /// [`Layer::set_threads`]); the results do not depend on it.
+    /// Threads each layer may use in training forward and backward; the results do not
+    /// depend on it.
     pub fn set_threads(&mut self, threads: usize) -> &mut Self {
-        self.layers
-            .iter_mut()
-            .for_each(|l| l.layer.set_threads(threads));
+        for l in &mut self.layers {
+            if let Some(a) = l.accelerated() {
+                a.set_threads(threads);
+            }
+        }
         self
     }
 
@@ -457,6 +417,7 @@ mod tests {
     use super::*;
     use crate::Rng;
     use crate::layers::{Affine, Convolution, PoolKind, Pooling, Relu};
+    use crate::plan::Accelerated;
     use ndarray::{Array1, Array2, Array4, ShapeBuilder, arr2};
 
     /// conv -> relu -> max pool -> affine: the network runs the pooling before the ReLU (and
@@ -490,7 +451,7 @@ mod tests {
                 .push(Relu::new())
                 .push(pooling.clone())
                 .push(Affine::new(w2.clone(), b2.clone()));
-            assert_eq!(net.order, order);
+            assert_eq!(net.plan.order, order);
             assert_eq!(net.layer_names(), ["Conv1", "Relu1", "Pool1", "Affine1"]);
             let loss = net.backprop(x.clone(), Targets::Labels(&labels));
             let scores = net.predict(x.clone());
@@ -574,7 +535,7 @@ mod tests {
         ))
         .push(Relu::new())
         .push(Pooling::max(2, 2, 2));
-        assert_eq!(net.order, [0, 2, 3, 5]);
+        assert_eq!(net.plan.order, [0, 2, 3, 5]);
     }
 
     fn relu_backward(relu: &mut Relu, d: ArrayD<f64>) -> ArrayD<f64> {

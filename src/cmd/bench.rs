@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use backprop::data::Mnist;
 use backprop::flops::{inference_flops, layer_macs, step_flops};
-use backprop::linalg::gemm;
+use backprop::kernels::gemm;
 use backprop::train::{self, Sampling};
 use backprop::{Error, Rng};
 use ndarray::Array2;

@@ -1,6 +1,5 @@
 //! MNIST (or any data set in the same four IDX files) in memory.
 
-use std::any::TypeId;
 use std::io;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -10,8 +9,9 @@ use ndarray::Array2;
 use super::idx::{check_labels, read_images, read_labels};
 use crate::Float;
 use crate::error::{Error, Result};
+use crate::kernels::pixels::{extend_entries, prefetch};
+use crate::kernels::sparse::SparseRows;
 use crate::layers::Input;
-use crate::linalg::sparse::SparseRows;
 
 /// The four files, by their standard names; each may also be present without `.gz`.
 pub const TRAIN_IMAGES: &str = "train-images-idx3-ubyte";
@@ -221,38 +221,6 @@ impl InkIndex {
     }
 }
 
-/// Appends an image's ink entries to a batch's: each pixel's index, and its byte scaled as
-/// [`pixel_table`] has it. For f32 where the CPU has AVX2, 8 at a time: the byte converted and
-/// divided by 255, rounded once as the table's entry was (the same values); the table's
-/// lookups went one by one.
-fn extend_entries<T: Float>(
-    col: &mut Vec<u32>,
-    val: &mut Vec<T>,
-    pixel: &[u16],
-    value: &[u8],
-    scale: &[T; 256],
-) {
-    #[cfg(target_arch = "x86_64")]
-    if TypeId::of::<T>() == TypeId::of::<f32>() && std::arch::is_x86_feature_detected!("avx2") {
-        #[target_feature(enable = "avx2")]
-        fn divided(col: &mut Vec<u32>, val: &mut Vec<f32>, pixel: &[u16], value: &[u8]) {
-            col.extend(pixel.iter().map(|&j| j as u32));
-            val.extend(value.iter().map(|&p| p as f32 / 255.0));
-        }
-        // SAFETY: T is f32 (same TypeId); the CPU has AVX2, checked just above
-        return unsafe {
-            divided(
-                col,
-                &mut *(val as *mut Vec<T> as *mut Vec<f32>),
-                pixel,
-                value,
-            )
-        };
-    }
-    col.extend(pixel.iter().map(|&j| j as u32));
-    val.extend(value.iter().map(|&p| scale[p as usize]));
-}
-
 /// Number of non-zero bytes, 8 at a time.
 fn count_nonzero_bytes(bytes: &[u8]) -> usize {
     let mut words = bytes.chunks_exact(8);
@@ -266,21 +234,9 @@ fn count_nonzero_bytes(bytes: &[u8]) -> usize {
     count + words.remainder().iter().filter(|&&b| b != 0).count()
 }
 
-/// Asks the processor to start loading `items` into the cache (a hint; no effect elsewhere
-/// than on x86-64).
-#[inline(always)]
-fn prefetch<E>(items: &[E]) {
-    #[cfg(target_arch = "x86_64")]
-    for offset in (0..std::mem::size_of_val(items)).step_by(64) {
-        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        // SAFETY: a prefetch only hints; the address lies inside `items`.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>((items.as_ptr() as *const i8).add(offset)) };
-    }
-}
-
 /// `p / 255` for every byte value, rounded once from the exact quotient (as NumPy's
 /// `x.astype(float32) / 255.0` does).
-fn pixel_table<T: Float>() -> [T; 256] {
+pub(crate) fn pixel_table<T: Float>() -> [T; 256] {
     std::array::from_fn(|p| T::of(p as f64) / T::of(255.0))
 }
 

@@ -4,8 +4,9 @@ use ndarray::{Array1, Array2, ArrayD, ArrayView2, Ix2, IxDyn};
 
 use super::{Input, Layer, Param};
 use crate::Float;
-use crate::linalg::sparse::SparseRows;
-use crate::linalg::{Lhs, SPARSE_ZERO_FRACTION, matmul_nt};
+use crate::kernels::sparse::SparseRows;
+use crate::kernels::{Lhs, SPARSE_ZERO_FRACTION, matmul_nt};
+use crate::plan::Accelerated;
 
 /// Affine (fully connected) layer.
 ///
@@ -20,6 +21,12 @@ use crate::linalg::{Lhs, SPARSE_ZERO_FRACTION, matmul_nt};
 /// dW = xᵀ·dy          (D_in, D_out)
 /// db = Σₙ dy[n, :]    (D_out)
 /// ```
+///
+/// # Fast path
+/// Unless the layer is in reference mode, the products go to [`crate::kernels`]: the packed
+/// product split over threads, and for a mostly-zero input (MNIST) the zero-skipping
+/// sparse products. They must equal the plain products of `forward_reference` /
+/// `backward_reference` (`kernels::tests`).
 ///
 /// # Memory
 /// Nothing is allocated in a training step once the batch size is steady: the input is kept
@@ -38,6 +45,7 @@ pub struct Affine<T: Float = f32> {
     x_shape: Option<IxDyn>,     // the input's original shape, for dx
     y_spare: Option<Array2<T>>, // (N, D_out) memory for the next y (the last dout)
     threads: usize,
+    reference: bool, // the book's products only (ndarray's `dot`), no kernel
 }
 
 impl<T: Float> Affine<T> {
@@ -65,6 +73,7 @@ impl<T: Float> Affine<T> {
             x_shape: None,
             y_spare: None,
             threads: 1,
+            reference: false,
         }
     }
 
@@ -174,16 +183,10 @@ impl<T: Float> Affine<T> {
     }
 }
 
-impl<T: Float> Layer<T> for Affine<T> {
-    fn kind(&self) -> &'static str {
-        "Affine"
-    }
-
-    fn describe(&self) -> String {
-        format!("affine {}", self.w.ncols())
-    }
-
-    fn forward(&mut self, x: ArrayD<T>) -> ArrayD<T> {
+impl<T: Float> Affine<T> {
+    /// The fast training forward: the input indexed by its non-zeros when it is mostly
+    /// zeros, the product on the kernels (forward_reference's values).
+    fn forward_fast(&mut self, x: ArrayD<T>) -> ArrayD<T> {
         self.x_shape = Some(x.raw_dim());
         let x = self.flatten(x);
         let nz = self.nz.get_or_insert_with(|| SparseRows::new(0));
@@ -194,7 +197,8 @@ impl<T: Float> Layer<T> for Affine<T> {
         self.forward_kept().into_dyn()
     }
 
-    fn predict(&self, x: ArrayD<T>) -> ArrayD<T> {
+    /// The fast inference forward (the same values as forward_fast).
+    fn predict_fast(&self, x: ArrayD<T>) -> ArrayD<T> {
         let x = self.flatten(x);
         match x
             .as_slice()
@@ -206,9 +210,9 @@ impl<T: Float> Layer<T> for Affine<T> {
         .into_dyn()
     }
 
-    fn forward_input(&mut self, x: Input<T>) -> ArrayD<T> {
+    fn forward_input_fast(&mut self, x: Input<T>) -> ArrayD<T> {
         match x {
-            Input::Dense(x) => self.forward(x),
+            Input::Dense(x) => self.forward_fast(x),
             Input::Sparse(x) => {
                 self.x_shape = Some(IxDyn(&[x.nrows(), x.ncols()]));
                 self.x = None;
@@ -219,14 +223,15 @@ impl<T: Float> Layer<T> for Affine<T> {
         }
     }
 
-    fn predict_input(&self, x: Input<T>) -> ArrayD<T> {
+    fn predict_input_fast(&self, x: Input<T>) -> ArrayD<T> {
         match x {
-            Input::Dense(x) => self.predict(x),
+            Input::Dense(x) => self.predict_fast(x),
             Input::Sparse(x) => self.affine(&Lhs::Sparse(&x), None, 1).into_dyn(),
         }
     }
 
-    fn backward(&mut self, dout: ArrayD<T>) -> ArrayD<T> {
+    /// The fast backward (backward_reference's values).
+    fn backward_fast(&mut self, dout: ArrayD<T>) -> ArrayD<T> {
         let dy = Self::dy(dout);
         let (n, d_in) = (dy.nrows(), self.w.nrows());
         // NOTE: dW and dx one after the other, each split over the threads. Computing them side
@@ -246,16 +251,73 @@ impl<T: Float> Layer<T> for Affine<T> {
         dx.into_shape_with_order(shape).expect("same element count")
     }
 
-    fn backward_params(&mut self, dout: ArrayD<T>) {
-        // NOTE: the first layer's dx (the gradient w.r.t. the images) is a third of the
-        // arithmetic of a two-layer step and nobody uses it: skip it.
-        let dy = Self::dy(dout);
-        self.param_grads(&dy.view());
-        self.y_spare = Some(dy);
+    /// The book's forward: `y = x·W + b`, x kept for backward.
+    pub fn forward_reference(&mut self, x: ArrayD<T>) -> ArrayD<T> {
+        self.x_shape = Some(x.raw_dim());
+        let x = self.flatten(x);
+        let y = x.dot(&self.w) + &self.b;
+        self.x = Some(x);
+        self.sparse = false;
+        y.into_dyn()
     }
 
-    fn set_threads(&mut self, threads: usize) {
-        self.threads = threads.max(1);
+    /// The book's backward: `dx = dy·Wᵀ`, `dW = xᵀ·dy`, `db = Σₙ dy`.
+    #[track_caller]
+    pub fn backward_reference(&mut self, dout: ArrayD<T>) -> ArrayD<T> {
+        let dy = Self::dy(dout);
+        let x = self
+            .x
+            .take()
+            .expect("Affine::backward called without a forward before it");
+        assert_eq!(
+            dy.dim(),
+            (x.nrows(), self.w.ncols()),
+            "Affine::backward: dout shape"
+        );
+        self.dw.assign(&x.t().dot(&dy));
+        self.db.assign(&dy.sum_axis(ndarray::Axis(0)));
+        let dx = dy.dot(&self.w.t());
+        let shape = self.x_shape.clone().expect("set by forward");
+        dx.into_shape_with_order(shape).expect("same element count")
+    }
+}
+
+impl<T: Float> Layer<T> for Affine<T> {
+    fn kind(&self) -> &'static str {
+        "Affine"
+    }
+
+    fn describe(&self) -> String {
+        format!("affine {}", self.w.ncols())
+    }
+
+    fn forward(&mut self, x: ArrayD<T>) -> ArrayD<T> {
+        match self.reference {
+            true => self.forward_reference(x),
+            false => self.forward_fast(x), // kernels: forward_reference's values
+        }
+    }
+
+    fn predict(&self, x: ArrayD<T>) -> ArrayD<T> {
+        match self.reference {
+            true => (self.flatten(x).dot(&self.w) + &self.b).into_dyn(),
+            false => self.predict_fast(x), // kernels: the same values
+        }
+    }
+
+    fn backward(&mut self, dout: ArrayD<T>) -> ArrayD<T> {
+        match self.reference {
+            true => self.backward_reference(dout),
+            false => self.backward_fast(dout), // kernels: backward_reference's values
+        }
+    }
+
+    fn accelerated(&mut self) -> Option<&mut dyn Accelerated<T>> {
+        Some(self)
+    }
+
+    fn accelerated_ref(&self) -> Option<&dyn Accelerated<T>> {
+        Some(self)
     }
 
     fn visit_params<'a>(&'a mut self, f: &mut dyn FnMut(Param<'a, T>)) {
@@ -269,6 +331,47 @@ impl<T: Float> Layer<T> for Affine<T> {
             value: self.b.view_mut().into_dyn(),
             grad: self.db.view_mut().into_dyn(),
         });
+    }
+}
+
+/// The fast paths the plan may take ([`crate::plan`]).
+impl<T: Float> Accelerated<T> for Affine<T> {
+    fn takes_sparse_input(&self) -> bool {
+        !self.reference
+    }
+
+    fn forward_input(&mut self, x: Input<T>) -> ArrayD<T> {
+        match self.reference {
+            true => self.forward_reference(x.into_dense()),
+            false => self.forward_input_fast(x),
+        }
+    }
+
+    fn predict_input(&self, x: Input<T>) -> ArrayD<T> {
+        match self.reference {
+            true => self.predict(x.into_dense()),
+            false => self.predict_input_fast(x),
+        }
+    }
+
+    fn backward_params(&mut self, dout: ArrayD<T>) {
+        // NOTE: the first layer's dx (the gradient w.r.t. the images) is a third of the
+        // arithmetic of a two-layer step and nobody uses it: skip it.
+        if self.reference {
+            self.backward_reference(dout);
+            return;
+        }
+        let dy = Self::dy(dout);
+        self.param_grads(&dy.view());
+        self.y_spare = Some(dy);
+    }
+
+    fn set_threads(&mut self, threads: usize) {
+        self.threads = threads.max(1);
+    }
+
+    fn set_reference(&mut self, on: bool) {
+        self.reference = on;
     }
 }
 
@@ -348,7 +451,7 @@ mod tests {
         assert!(crate::parallel::threads_for(n * d_in * d_out, 2) == 2);
         let mut one = random_affine(d_in, d_out, &mut rng);
         let mut two = one.clone();
-        Layer::<f64>::set_threads(&mut two, 2);
+        Accelerated::<f64>::set_threads(&mut two, 2);
         for step in 0..3 {
             let x = Array::from_shape_fn((n, 4, d_in / 4), |_| rng.normal()).into_dyn();
             let dy = Array::from_shape_fn((n, d_out), |_| rng.normal()).into_dyn();

@@ -14,10 +14,16 @@
 //! - Parameter gradients live beside their parameters (`dw` beside `w`) and are
 //!   **overwritten** by each backward, never accumulated.
 //! - backward without a forward before it is a bug and panics saying so.
+//!
+//! The layers are the book's algorithms and nothing else: no `unsafe`, no processor
+//! features. Where a faster kernel applies ([`crate::kernels`]), a layer calls it in one
+//! line that names the reference it must equal; `--reference` (or
+//! [`crate::Network::set_reference`]) runs the book's code alone.
+#![forbid(unsafe_code)]
 
 mod affine;
 mod batch_norm;
-mod convolution;
+pub(crate) mod convolution;
 mod dropout;
 mod pooling;
 mod relu;
@@ -28,8 +34,9 @@ mod tanh;
 pub use affine::Affine;
 pub use batch_norm::BatchNormalization;
 pub use convolution::{Convolution, Window, col2im, im2col};
+pub(crate) use convolution::{col2im_image, im2col_image};
 pub use dropout::Dropout;
-pub use pooling::{PoolKind, Pooling, Unpooled};
+pub use pooling::{PoolKind, Pooling};
 pub use relu::Relu;
 pub use sigmoid::Sigmoid;
 pub use softmax_loss::{SoftmaxWithLoss, Targets, softmax};
@@ -38,7 +45,8 @@ pub use tanh::Tanh;
 use ndarray::{Array2, ArrayD, ArrayViewMutD};
 
 use crate::Float;
-use crate::linalg::sparse::SparseRows;
+use crate::kernels::sparse::SparseRows;
+use crate::plan::Accelerated;
 
 /// What a network is fed: a dense array `(N, ...)`, or a batch of rows `(N, D)` given by its
 /// non-zero entries (MNIST images are 80% background: the first layer then skips the zeros
@@ -103,7 +111,10 @@ pub struct Param<'a, T> {
     pub grad: ArrayViewMutD<'a, T>,
 }
 
-/// A layer of the network: forward and backward side by side.
+/// A layer of the network: forward and backward side by side. This is all a layer of your
+/// own implements (`examples/custom_layer.rs`); the built-in layers also have fast paths,
+/// which the network reaches through [`Layer::accelerated`] and a layer of your own need
+/// not know about.
 pub trait Layer<T: Float>: Send + Sync + BoxedClone<T> {
     /// The kind, used to name the layer in a network (`"Affine"` → `Affine1`).
     fn kind(&self) -> &'static str;
@@ -114,79 +125,28 @@ pub trait Layer<T: Float>: Send + Sync + BoxedClone<T> {
     /// Inference forward pass: the same output, nothing kept.
     fn predict(&self, x: ArrayD<T>) -> ArrayD<T>;
 
-    /// [`Layer::forward`] for a network's input, which may come as non-zero entries. Layers
-    /// that can use them directly (Affine) override it; the others get the dense array.
-    fn forward_input(&mut self, x: Input<T>) -> ArrayD<T> {
-        self.forward(x.into_dense())
-    }
-
-    /// [`Layer::predict`] for a network's input; see [`Layer::forward_input`].
-    fn predict_input(&self, x: Input<T>) -> ArrayD<T> {
-        self.predict(x.into_dense())
-    }
-
     /// Backward pass: ∂L/∂x from `dout` = ∂L/∂y; overwrites the parameter gradients. The
     /// layer may reuse `dout`'s memory.
     fn backward(&mut self, dout: ArrayD<T>) -> ArrayD<T>;
-
-    /// Backward pass for the first layer of a network, whose ∂L/∂x nobody needs: only the
-    /// parameter gradients. Layers that can skip the work override it.
-    fn backward_params(&mut self, dout: ArrayD<T>) {
-        self.backward(dout);
-    }
-
-    /// Backward pass that leaves dx unwritten, for a layer whose dx is mostly zeros (2x2 max
-    /// pooling, [`Unpooled`]): the layer below then writes out what it reads, one image at a
-    /// time ([`Layer::backward_from_unpooled`]). Layers that cannot give `dout` back,
-    /// nothing done (the default).
-    fn backward_unpooled(&mut self, dout: ArrayD<T>) -> Result<Unpooled<'_, T>, ArrayD<T>> {
-        Err(dout)
-    }
-
-    /// [`Layer::backward`] from a dout left unwritten by the layer above
-    /// ([`Layer::backward_unpooled`]). Default: dout written out whole, then `backward`.
-    fn backward_from_unpooled(&mut self, dout: Unpooled<'_, T>) -> ArrayD<T> {
-        self.backward(dout.into_dense())
-    }
-
-    /// [`Layer::backward_params`] from a dout left unwritten by the layer above. Default:
-    /// dout written out whole, then `backward_params`.
-    fn backward_params_from_unpooled(&mut self, dout: Unpooled<'_, T>) {
-        self.backward_params(dout.into_dense())
-    }
-
-    /// True for a layer that a ReLU just before it may follow instead, with the same output
-    /// and the same gradients to the bit: max pooling, since max(relu(a), relu(b)) =
-    /// relu(max(a, b)) and the gradient reaches the same pixel (see [`crate::Network::push`]).
-    fn commutes_with_relu(&self) -> bool {
-        false
-    }
-
-    /// Asks the layer to apply the ReLU that runs right after it in its own pass over the
-    /// values, `y = relu(f(x))`, and to let through backward only the gradients where that
-    /// ReLU would (`f(x) > 0`, or NaN): the same bits as the two layers one after the other,
-    /// without a second walk over y and dy. True when the layer now does it (the network then
-    /// skips the ReLU, see [`crate::Network::push`]); false, and nothing changed, for layers
-    /// that cannot. Default: false.
-    fn fuse_relu(&mut self) -> bool {
-        false
-    }
-
-    /// Layers that draw random numbers in forward (Dropout) reuse their last draw while `hold`
-    /// is true, so that the loss is a fixed function of x and the parameters (for gradient
-    /// checks). Other layers ignore it.
-    fn hold_mask(&mut self, _hold: bool) {}
-
-    /// Threads a training forward and backward may use (layers with enough work split their
-    /// batch; the others ignore it). Results do not depend on it. Default: 1.
-    fn set_threads(&mut self, _threads: usize) {}
 
     /// This layer as one line of the layer description ([`crate::describe`]): what
     /// rebuilds it, weights aside (`affine 100`, `conv 30 5 stride=1 pad=0`, `relu`).
     fn describe(&self) -> String;
 
+    /// Hands each learnable parameter with its gradient to `f`, in a fixed order. Allocates
+    /// nothing: an optimizer step walks the parameters this way.
+    fn visit_params<'a>(&'a mut self, _f: &mut dyn FnMut(Param<'a, T>)) {}
+
+    /// The learnable parameters with their gradients, in the order of
+    /// [`Layer::visit_params`].
+    fn params(&mut self) -> Vec<Param<'_, T>> {
+        let mut params = Vec::new();
+        self.visit_params(&mut |p| params.push(p));
+        params
+    }
+
     /// State that is not learned by gradient but belongs with the weights (batch norm's
-    /// running statistics), by short name (`"running_mean"`).
+    /// running statistics), by short name (`"running_mean"`), for checkpoints.
     fn buffers(&mut self) -> Vec<(&'static str, ArrayViewMutD<'_, T>)> {
         Vec::new()
     }
@@ -199,16 +159,22 @@ pub trait Layer<T: Float>: Send + Sync + BoxedClone<T> {
     /// Restores what [`Layer::rng_state`] gave.
     fn set_rng_state(&mut self, _state: [u64; 4]) {}
 
-    /// Hands each learnable parameter with its gradient to `f`, in a fixed order. Allocates
-    /// nothing: an optimizer step walks the parameters this way.
-    fn visit_params<'a>(&'a mut self, _f: &mut dyn FnMut(Param<'a, T>)) {}
+    /// Layers that draw random numbers in forward (Dropout) reuse their last draw while `hold`
+    /// is true, so that the loss is a fixed function of x and the parameters (for gradient
+    /// checks). Other layers ignore it.
+    fn hold_mask(&mut self, _hold: bool) {}
 
-    /// The learnable parameters with their gradients, in the order of
-    /// [`Layer::visit_params`].
-    fn params(&mut self) -> Vec<Param<'_, T>> {
-        let mut params = Vec::new();
-        self.visit_params(&mut |p| params.push(p));
-        params
+    /// The layer's fast paths and what the network's plan may rewrite around it
+    /// ([`crate::plan`]); none for a layer of your own (the default).
+    #[doc(hidden)]
+    fn accelerated(&mut self) -> Option<&mut dyn Accelerated<T>> {
+        None
+    }
+
+    /// [`Layer::accelerated`] for the inference path.
+    #[doc(hidden)]
+    fn accelerated_ref(&self) -> Option<&dyn Accelerated<T>> {
+        None
     }
 }
 

@@ -4,6 +4,7 @@ use ndarray::{ArrayD, Zip};
 
 use super::Layer;
 use crate::Float;
+use crate::plan::{Accelerated, Role};
 
 /// ReLU.
 ///
@@ -72,6 +73,21 @@ impl<T: Float> Layer<T> for Relu {
             .and(mask)
             .for_each(|d, &pass| *d = if pass { *d } else { T::zero() });
         dout
+    }
+
+    fn accelerated(&mut self) -> Option<&mut dyn Accelerated<T>> {
+        Some(self)
+    }
+
+    fn accelerated_ref(&self) -> Option<&dyn Accelerated<T>> {
+        Some(self)
+    }
+}
+
+/// A ReLU says what it is, so that the plan may move a max pooling before it.
+impl<T: Float> Accelerated<T> for Relu {
+    fn role(&self) -> Role {
+        Role::Relu
     }
 }
 

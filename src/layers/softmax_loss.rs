@@ -3,7 +3,7 @@
 use ndarray::{Array2, ArrayD, ArrayView1, ArrayView2, Ix2};
 
 use crate::Float;
-use crate::linalg::exp_in_place;
+use crate::kernels::exp_in_place;
 
 /// What the network should have predicted.
 #[derive(Clone, Copy, Debug)]

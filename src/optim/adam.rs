@@ -5,8 +5,8 @@ use ndarray::Zip;
 use super::{Optimizer, OptimizerState, Slots, no_leftovers};
 use crate::Float;
 use crate::error::Result;
+use crate::kernels::with_avx2;
 use crate::layers::Param;
-use crate::linalg::with_avx2;
 use crate::parallel;
 
 /// Hyperparameters of [`Adam`].

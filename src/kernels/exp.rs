@@ -77,7 +77,7 @@ pub fn exp_in_place<T: Float>(v: &mut [T]) {
 /// [`exp_in_place`] for f32.
 fn exp_f32(v: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+    if crate::kernels::cpu::avx2_fma() {
         // SAFETY: the processor has AVX2 and FMA, checked just above
         return unsafe { exp_avx2_fma(v) };
     }

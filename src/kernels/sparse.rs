@@ -357,16 +357,11 @@ impl<T: Float> SparseRows<T> {
                 ) {
                     sparse_ab::<T, true, ACC>(a, first, (b, c), space)
                 }
-                if std::arch::is_x86_feature_detected!("avx512f")
-                    && std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-                {
+                if crate::kernels::cpu::avx512() {
                     // SAFETY: the processor supports AVX-512F, AVX2 and FMA, checked just above
                     return unsafe { avx512::<T, ACC>(self, first, (b, c), space) };
                 }
-                if std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-                {
+                if crate::kernels::cpu::avx2_fma() {
                     // SAFETY: the processor supports AVX2 and FMA, checked just above.
                     return unsafe { avx2_fma::<T, ACC>(self, first, (b, c), space) };
                 }
@@ -786,7 +781,7 @@ fn count_nonzero<T: Float>(a: &[T]) -> usize {
         fn avx2<T: Float>(a: &[T]) -> usize {
             a.iter().map(|&v| (v != T::zero()) as usize).sum()
         }
-        if std::arch::is_x86_feature_detected!("avx2") {
+        if crate::kernels::cpu::avx2() {
             // SAFETY: the processor supports AVX2, checked just above.
             return unsafe { avx2(a) };
         }
@@ -817,7 +812,7 @@ fn compress<T: Float, const SKIP: bool>(
     n: usize,
 ) -> usize {
     #[cfg(target_arch = "x86_64")]
-    if TypeId::of::<T>() == TypeId::of::<f32>() && std::arch::is_x86_feature_detected!("avx2") {
+    if TypeId::of::<T>() == TypeId::of::<f32>() && crate::kernels::cpu::avx2() {
         // SAFETY: T is f32 (same TypeId), so both slices have f32's layout.
         let (row32, val32) = unsafe {
             (

@@ -51,7 +51,7 @@ pub fn takes(a: &SparseRows<f32>, n: usize) -> bool {
         && n.is_multiple_of(PASS)
         && a.nrows() > 0
         && a.ncols() / 64 <= a.nnz() / a.nrows()
-        && std::arch::is_x86_feature_detected!("avx512f")
+        && crate::kernels::cpu::avx512()
 }
 
 /// Rows `first..` of C (M, N) += A·B (K, N) (or = without ACC), as [`super::sparse_ab`] gives
@@ -62,7 +62,7 @@ pub fn rows_product<const ACC: bool>(a: &SparseRows<f32>, first: usize, b: &[f32
         n.is_multiple_of(PASS) && b.len() == a.ncols() * n && c.len().is_multiple_of(n),
         "union product: B or C does not fit A"
     );
-    assert!(std::arch::is_x86_feature_detected!("avx512f"));
+    assert!(crate::kernels::cpu::avx512());
     SPACE.with(|space| {
         let mut space = space.borrow_mut();
         let k = a.ncols();

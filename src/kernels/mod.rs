@@ -14,9 +14,13 @@
 //! entries row by row) and both of its products then skip the zeros ([`sparse`]): a fifth of
 //! the arithmetic on MNIST.
 
+pub mod conv;
+pub mod cpu;
 mod dot;
 mod exp;
 mod packed;
+pub(crate) mod pixels;
+pub mod pool;
 pub mod sparse;
 
 pub use dot::{gemm_nt_acc, row_sums_acc};
@@ -71,7 +75,7 @@ pub(crate) fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
         unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
             f()
         }
-        if std::arch::is_x86_feature_detected!("avx2") {
+        if crate::kernels::cpu::avx2() {
             // SAFETY: the CPU has the feature the function is compiled for
             return unsafe { avx2(f) };
         }
@@ -459,9 +463,7 @@ mod tests {
         // written, 1-2 threads: every entry is c + Σ v·b over the row's non-zeros in order,
         // one multiply-add each
         fn check<T: Float>(rng: &mut Rng, k: usize, n: usize) {
-            let fma = cfg!(target_arch = "x86_64")
-                && std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma");
+            let fma = cfg!(target_arch = "x86_64") && crate::kernels::cpu::avx2_fma();
             let mut a = random(7, k, 0.8, rng).mapv(T::of);
             a.row_mut(3).fill(T::zero());
             let b = random(k, n, 0.0, rng).mapv(T::of);
@@ -556,7 +558,7 @@ mod tests {
             #[cfg(target_arch = "x86_64")]
             assert_eq!(
                 sparse::by_union(&nz, n).is_some(),
-                std::arch::is_x86_feature_detected!("avx512f"),
+                crate::kernels::cpu::avx512(),
                 "{m}x{n}"
             );
             for acc in [true, false] {
@@ -587,7 +589,7 @@ mod tests {
                     } else {
                         nz.matmul(bs, cs, threads);
                     }
-                    if !std::arch::is_x86_feature_detected!("fma") {
+                    if !crate::kernels::cpu::fma() {
                         continue; // the sums rounded twice: checked elsewhere
                     }
                     assert!(

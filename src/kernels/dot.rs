@@ -35,7 +35,7 @@ pub fn gemm_nt_acc<T: Float>(a: &[T], b: &[T], l: usize, c: &mut [T]) {
     let (m, n) = (a.len() / l, b.len() / l);
     assert_eq!(c.len(), m * n, "gemm_nt_acc: C is not ({m}, {n})");
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+    if crate::kernels::cpu::avx2_fma() {
         // SAFETY: the CPU has the features the function is compiled for.
         unsafe { tiles_fma(a, b, l, c) };
         return;

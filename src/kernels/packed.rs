@@ -133,18 +133,13 @@ fn product<T: Float>(
         let mut space = space.borrow_mut();
         let (ap, bp) = split_space::<T>(&mut space, a_len, b_len);
         #[cfg(target_arch = "x86_64")]
-        if TypeId::of::<T>() == TypeId::of::<f32>()
-            && std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma")
-        {
+        if TypeId::of::<T>() == TypeId::of::<f32>() && crate::kernels::cpu::avx512() {
             // SAFETY: the CPU has the features the function is compiled for, and T is f32.
             unsafe { blocks_avx512(a, b, start, c, ap, bp) };
             return;
         }
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
+        if crate::kernels::cpu::avx2_fma() {
             // SAFETY: the CPU has the features the function is compiled for.
             unsafe { blocks_fma(a, b, start, c, ap, bp) };
             return;
@@ -574,7 +569,7 @@ mod tests {
         // the same sums written out: a pair of panels, a lone last panel, a narrow one;
         // B packed and read in place (M <= DIRECT_M), A packed and read in place (N <=
         // DIRECT_N), transposed operands, depths across KC
-        if !std::arch::is_x86_feature_detected!("fma") {
+        if !crate::kernels::cpu::fma() {
             return; // without FMA the sums are rounded twice (documented)
         }
         let mut rng = Rng::new(21);
