@@ -143,6 +143,8 @@ pub struct TrainConfig {
     /// Threads for the layers with enough work (convolutions, large products) and for
     /// evaluation. Results do not depend on it.
     pub threads: usize,
+    /// The book's code alone ([`Network::set_reference`]): no kernel, no rewrite.
+    pub reference: bool,
 }
 
 impl Default for TrainConfig {
@@ -166,6 +168,7 @@ impl Default for TrainConfig {
             validation: 0.0,
             seed: 0,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            reference: false,
         }
     }
 }
@@ -417,7 +420,9 @@ pub fn train_with(
     // them, so that the split is the same)
     let mut rng = Rng::new(cfg.seed);
     let mut network = build(cfg, data, &mut rng)?;
-    network.set_threads(cfg.threads);
+    network
+        .set_reference(cfg.reference)
+        .set_threads(cfg.threads);
     let mut optimizer = optim::by_name::<f32>(&cfg.optimizer, cfg.lr)?;
     optimizer.set_threads(cfg.threads);
     let (train_set, validation) = split(&data.train, cfg.validation, &mut rng)?;

@@ -361,6 +361,44 @@ fn a_settings_file_is_read_and_flags_override_it() {
     );
 }
 
+#[test]
+fn the_reference_flag_trains_on_the_books_code_and_is_recorded() {
+    let data = small_data("runs-reference");
+    let dir = scratch_dir("runs-reference-out");
+    let args = |out: &Path, reference: bool| {
+        let mut a = vec![
+            "train",
+            "--data",
+            &data,
+            "--model",
+            "simple-cnn",
+            "--optimizer",
+            "adam",
+        ];
+        a.extend(["--iters", "20", "--batch-size", "50", "--json", "--out"]);
+        let mut a: Vec<String> = a.into_iter().map(String::from).collect();
+        a.push(path(out));
+        if reference {
+            a.push("--reference".into());
+        }
+        a
+    };
+    let run = |out: &Path, reference: bool| {
+        let a = args(out, reference);
+        let stdout = ok(&backprop(&a.iter().map(String::as_str).collect::<Vec<_>>()));
+        let last = stdout.lines().last().unwrap().to_string();
+        let json: serde_json::Value = serde_json::from_str(&last).unwrap();
+        (stdout, json["test_accuracy"].as_f64().unwrap())
+    };
+    let (stdout, book) = run(&dir.join("book"), true);
+    assert!(stdout.contains("the book's code alone"), "{stdout}");
+    let saved = std::fs::read_to_string(dir.join("book/config.toml")).unwrap();
+    assert!(saved.contains("reference = true"), "{saved}");
+    let (_, fast) = run(&dir.join("fast"), false);
+    // the same run to rounding: after 20 steps the test accuracies agree closely
+    assert!((book - fast).abs() < 0.02, "book {book}, fast {fast}");
+}
+
 /// The Python that has `safetensors` and NumPy: $BACKPROP_PYTHON, else python3.
 fn python() -> PathBuf {
     std::env::var_os("BACKPROP_PYTHON").map_or_else(|| "python3".into(), PathBuf::from)

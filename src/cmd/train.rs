@@ -96,6 +96,12 @@ pub struct TrainArgs {
     /// on it [default: all cores].
     #[arg(long)]
     threads: Option<usize>,
+    /// Run the book's code alone: every layer's plain algorithm (im2col, ndarray's products,
+    /// the book's pooling windows), no fast kernel and no network rewrite. Slower; the same
+    /// results to rounding.
+    #[arg(long)]
+    #[serde(default)]
+    reference: bool,
 
     /// A TOML file of these settings (`model = "simple-cnn"`, `epochs = 20`, ...); flags
     /// given as well override it.
@@ -167,6 +173,7 @@ impl TrainArgs {
             validation: self.validation.or(file.validation),
             seed: self.seed.or(file.seed),
             threads: self.threads.or(file.threads),
+            reference: self.reference || file.reference,
             ..self
         }
     }
@@ -267,6 +274,7 @@ impl TrainArgs {
             validation: self.validation.unwrap_or(0.0),
             seed: self.seed.unwrap_or(0),
             threads: self.threads.unwrap_or(defaults.threads),
+            reference: self.reference,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -326,6 +334,7 @@ impl TrainArgs {
             validation: Some(cfg.validation),
             seed: Some(cfg.seed),
             threads: None, // the machine's: results do not depend on it
+            reference: cfg.reference,
             ..TrainArgs::default()
         }
     }
@@ -698,6 +707,9 @@ fn describe_training(cfg: &TrainConfig) -> String {
         parts.push(format!("{} held out for validation", cfg.validation));
     }
     parts.push(format!("seed {}", cfg.seed));
+    if cfg.reference {
+        parts.push("the book's code alone (--reference)".into());
+    }
     parts.join(", ")
 }
 
