@@ -4,4 +4,5 @@
 pub mod idx;
 mod mnist;
 
+pub(crate) use mnist::pixel_table;
 pub use mnist::{Dataset, Mnist};

@@ -21,6 +21,8 @@ mod exp;
 mod packed;
 pub(crate) mod pixels;
 pub mod pool;
+#[cfg(test)]
+mod reference_tests;
 pub mod sparse;
 
 pub use dot::{gemm_nt_acc, row_sums_acc};

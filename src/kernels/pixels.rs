@@ -2,7 +2,7 @@
 //! images a batch will read.
 //!
 //! Reference: the table of `p / 255` rounded once (`data::mnist::pixel_table`), whose values
-//! the vector division gives (`kernels::tests`).
+//! the vector division gives (`kernels::reference_tests`).
 
 use std::any::TypeId;
 

@@ -4,7 +4,7 @@
 //!
 //! Reference: the book's windows in [`crate::layers::Pooling`] (`pool_reference`,
 //! `backward_reference`): the same bits, ties, zeros and the ReLU included
-//! (`kernels::tests`).
+//! (`kernels::reference_tests`).
 
 use ndarray::{Array4, ArrayD, Ix4};
 

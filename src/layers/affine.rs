@@ -26,7 +26,7 @@ use crate::plan::Accelerated;
 /// Unless the layer is in reference mode, the products go to [`crate::kernels`]: the packed
 /// product split over threads, and for a mostly-zero input (MNIST) the zero-skipping
 /// sparse products. They must equal the plain products of `forward_reference` /
-/// `backward_reference` (`kernels::tests`).
+/// `backward_reference` (`kernels::reference_tests`).
 ///
 /// # Memory
 /// Nothing is allocated in a training step once the batch size is steady: the input is kept

@@ -32,7 +32,7 @@ use crate::plan::Accelerated;
 /// Training and inference run [`crate::kernels::conv`] unless the layer is in reference
 /// mode: the same formulas, the batch split over threads, the forward at stride 1 summed
 /// straight from the image and dW from dy's non-zeros. It must equal
-/// `forward_reference` / `backward_reference` below (`kernels::tests`).
+/// `forward_reference` / `backward_reference` below (`kernels::reference_tests`).
 #[derive(Clone, Debug)]
 pub struct Convolution<T: Float = f32> {
     pub w: Array4<T>,  // (FN, C, FH, FW)

@@ -32,7 +32,7 @@ pub enum PoolKind {
 /// Max pooling 2x2 stride 2 (the book's networks) runs [`crate::kernels::pool`] unless the
 /// layer is in reference mode: the same windows, split over threads, which the plan may
 /// also let apply the ReLU after it and leave dx for the layer below to write out. It must
-/// equal `pool_reference` / `backward_reference` below to the bit (`kernels::tests`).
+/// equal `pool_reference` / `backward_reference` below to the bit (`kernels::reference_tests`).
 ///
 /// # Memory
 /// The argmax buffer is kept from batch to batch, y is written into the last dout's memory

@@ -3,7 +3,7 @@
 //! image ([`direct`]) and dW from dy's non-zeros ([`window_sums`]).
 //!
 //! Reference: the book's per-image im2col and products in
-//! [`crate::layers::Convolution`] (`forward_reference`, `backward_reference`); `kernels::tests`
+//! [`crate::layers::Convolution`] (`forward_reference`, `backward_reference`); `kernels::reference_tests`
 //! checks both against each other and the direct path against the packed product to the bit.
 //!
 //! ```text
