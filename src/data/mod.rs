@@ -4,5 +4,6 @@
 pub mod idx;
 mod mnist;
 
+#[cfg(test)]
 pub(crate) use mnist::pixel_table;
 pub use mnist::{Dataset, Mnist};
