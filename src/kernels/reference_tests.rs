@@ -15,7 +15,10 @@ use crate::plan::Accelerated;
 fn rel_diff(a: &ArrayD<f64>, b: &ArrayD<f64>) -> f64 {
     assert_eq!(a.shape(), b.shape());
     let scale = b.iter().fold(1e-300f64, |m, v| m.max(v.abs()));
-    a.iter().zip(b).fold(0.0f64, |m, (x, y)| m.max((x - y).abs())) / scale
+    a.iter()
+        .zip(b)
+        .fold(0.0f64, |m, (x, y)| m.max((x - y).abs()))
+        / scale
 }
 
 fn bits(a: &ArrayD<f32>) -> Vec<u32> {
