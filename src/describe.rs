@@ -33,17 +33,123 @@ const MAX_WEIGHTS: usize = 1 << 32;
 
 /// The shape of one sample between layers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Shape {
+pub enum Shape {
     Image(usize, usize, usize), // (C, H, W)
     Flat(usize),
 }
 
 impl Shape {
-    fn len(&self) -> usize {
+    /// Values a sample.
+    pub fn len(&self) -> usize {
         match *self {
             Shape::Image(c, h, w) => c * h * w,
             Shape::Flat(d) => d,
         }
+    }
+
+    /// True for a sample of no values.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One layer of a description, its sizes resolved (`classes` is a number here) and checked
+/// against the shape it receives.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LayerSpec {
+    /// `conv F FHxFW stride=S pad=P`, weights drawn as `init` says.
+    Conv {
+        filters: usize,
+        window: Window,
+        init: Init,
+    },
+    /// `pool max|avg PHxPW stride=S pad=P`.
+    Pool {
+        kind: PoolKind,
+        window: Window,
+    },
+    /// `affine D_out`, weights drawn as `init` says.
+    Affine {
+        outputs: usize,
+        init: Init,
+    },
+    BatchNorm,
+    /// `dropout RATIO`.
+    Dropout(f64),
+    Relu,
+    Sigmoid,
+    Tanh,
+}
+
+/// A layer of a [`Spec`] with the shapes it takes and gives.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SpecLine {
+    pub layer: LayerSpec,
+    pub input: Shape,
+    pub output: Shape,
+}
+
+/// A parsed description: what building, counting and exporting a network all read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Spec {
+    /// One sample's shape, (C, H, W).
+    pub input: (usize, usize, usize),
+    pub layers: Vec<SpecLine>,
+}
+
+impl Spec {
+    /// Parses `text` for samples of `input = (C, H, W)` and `classes` outputs: every line's
+    /// words, sizes and shapes checked. Errors name the line and what is wrong.
+    pub fn parse(text: &str, input: (usize, usize, usize), classes: usize) -> Result<Spec> {
+        let mut shape = Shape::Image(input.0, input.1, input.2);
+        let mut init = Init::He;
+        let mut layers = Vec::new();
+        for (number, raw) in text.lines().enumerate() {
+            let line = raw.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let err = |msg: String| {
+                Error::Config(format!(
+                    "layer description, line {}: {msg} (\"{line}\")",
+                    number + 1
+                ))
+            };
+            let words = Line::new(line, classes).map_err(err)?;
+            if words.name == "init" {
+                init = Init::parse(words.positional.first().copied().unwrap_or(""))
+                    .map_err(|e| err(e.to_string()))?;
+                continue;
+            }
+            let layer = words.layer(init).map_err(err)?;
+            let output = output_shape(&layer, shape).map_err(err)?;
+            layers.push(SpecLine {
+                layer,
+                input: shape,
+                output,
+            });
+            shape = output;
+        }
+        if layers.is_empty() {
+            return Err(Error::Config("layer description: no layers".into()));
+        }
+        if shape != Shape::Flat(classes) {
+            return Err(Error::Config(format!(
+                "layer description: the last layer gives {} values a sample; end with `affine classes` ({classes})",
+                shape.len()
+            )));
+        }
+        Ok(Spec { input, layers })
+    }
+
+    /// The network, weights drawn from `rng` layer by layer in order.
+    pub fn build<T: Float>(&self, rng: &mut Rng) -> Network<T> {
+        let mut net = Network::new();
+        net.set_input_shape(&[self.input.0, self.input.1, self.input.2]);
+        for line in &self.layers {
+            push_layer(&mut net, line, rng);
+        }
+        net
     }
 }
 
@@ -55,180 +161,240 @@ pub fn from_description<T: Float>(
     classes: usize,
     rng: &mut Rng,
 ) -> Result<Network<T>> {
-    let mut net = Network::new();
-    net.set_input_shape(&[input.0, input.1, input.2]);
-    let mut shape = Shape::Image(input.0, input.1, input.2);
-    let mut init = Init::He;
-    let mut layers = 0;
-    for (number, raw) in text.lines().enumerate() {
-        let line = raw.split('#').next().unwrap_or("").trim();
-        if line.is_empty() {
-            continue;
+    Ok(Spec::parse(text, input, classes)?.build(rng))
+}
+
+/// Appends the layer `line` describes to `net`.
+fn push_layer<T: Float>(net: &mut Network<T>, line: &SpecLine, rng: &mut Rng) {
+    match line.layer {
+        LayerSpec::Conv {
+            filters,
+            window: win,
+            init,
+        } => {
+            let c = match line.input {
+                Shape::Image(c, _, _) => c,
+                Shape::Flat(_) => unreachable!("checked by Spec::parse"),
+            };
+            let std = init.std(c * win.fh * win.fw);
+            let w = Array4::from_shape_simple_fn((filters, c, win.fh, win.fw), || {
+                T::of(std * rng.normal())
+            });
+            net.push(Convolution::new(
+                w,
+                Array1::zeros(filters),
+                win.stride,
+                win.pad,
+            ));
         }
-        let err = |msg: String| {
-            Error::Config(format!(
-                "layer description, line {}: {msg} (\"{line}\")",
-                number + 1
-            ))
-        };
+        LayerSpec::Pool { kind, window: w } => {
+            net.push(Pooling::new(kind, w.fh, w.fw, w.stride, w.pad));
+        }
+        LayerSpec::Affine { outputs, init } => {
+            let d_in = line.input.len();
+            let w = gaussian(d_in, outputs, init.std(d_in), rng);
+            net.push(Affine::new(w, Array1::zeros(outputs)));
+        }
+        LayerSpec::BatchNorm => {
+            let channels = match line.input {
+                Shape::Image(c, _, _) => c,
+                Shape::Flat(d) => d,
+            };
+            net.push(BatchNormalization::new(channels));
+        }
+        LayerSpec::Dropout(ratio) => {
+            net.push(Dropout::new(ratio, rng.next_u64()));
+        }
+        LayerSpec::Relu => {
+            net.push(Relu::new());
+        }
+        LayerSpec::Sigmoid => {
+            net.push(Sigmoid::new());
+        }
+        LayerSpec::Tanh => {
+            net.push(Tanh::new());
+        }
+    }
+}
+
+/// The shape `layer` gives for an input of `shape`; an error where it does not fit or its
+/// weights are too many.
+fn output_shape(layer: &LayerSpec, shape: Shape) -> std::result::Result<Shape, String> {
+    let image = |what: &str| match shape {
+        Shape::Image(c, h, w) => Ok((c, h, w)),
+        Shape::Flat(_) => Err(format!(
+            "{what} needs an image, but the layers above flattened it"
+        )),
+    };
+    let fits = |win: &Window, h: usize, w: usize, what: &str| {
+        let pads = win.pad.checked_mul(2);
+        let (ph, pw) = (
+            pads.and_then(|p| h.checked_add(p)),
+            pads.and_then(|p| w.checked_add(p)),
+        );
+        if ph.is_none() || pw.is_none() || win.pad > MAX_WEIGHTS {
+            return Err(format!("padding {} is too large", win.pad));
+        }
+        match (ph, pw) {
+            (Some(ph), Some(pw)) if ph >= win.fh && pw >= win.fw => Ok(win.output(h, w)),
+            _ => Err(format!(
+                "a {}x{} {what} does not fit the {h}x{w} image",
+                win.fh, win.fw
+            )),
+        }
+    };
+    match *layer {
+        LayerSpec::Conv {
+            filters: f, window, ..
+        } => {
+            let (c, h, w) = image("conv")?;
+            let (oh, ow) = fits(&window, h, w, "filter")?;
+            let weights = [f, c, window.fh, window.fw, oh, ow]
+                .iter()
+                .try_fold(1usize, |a, &d| a.checked_mul(d));
+            if weights.is_none_or(|n| n > MAX_WEIGHTS) {
+                let (kh, kw) = (window.fh, window.fw);
+                return Err(format!(
+                    "{f} filters of {c}x{kh}x{kw} over {oh}x{ow} positions are too many"
+                ));
+            }
+            Ok(Shape::Image(f, oh, ow))
+        }
+        LayerSpec::Pool { window, .. } => {
+            let (c, h, w) = image("pool")?;
+            let (oh, ow) = fits(&window, h, w, "window")?;
+            Ok(Shape::Image(c, oh, ow))
+        }
+        LayerSpec::Affine { outputs, .. } => {
+            let d_in = shape.len();
+            if d_in.checked_mul(outputs).is_none_or(|n| n > MAX_WEIGHTS) {
+                return Err(format!("{d_in}x{outputs} weights are too many"));
+            }
+            Ok(Shape::Flat(outputs))
+        }
+        _ => Ok(shape),
+    }
+}
+
+/// One line's words: the layer's name, its positional words and its `name=value` options.
+struct Line<'a> {
+    name: &'a str,
+    positional: Vec<&'a str>,
+    options: Vec<(&'a str, &'a str)>,
+    classes: usize,
+}
+
+impl<'a> Line<'a> {
+    fn new(line: &'a str, classes: usize) -> std::result::Result<Line<'a>, String> {
         let words: Vec<&str> = line.split_whitespace().collect();
-        let (positional, options) = split_options(&words[1..]).map_err(err)?;
-        let count = |i: usize| -> Result<usize> {
-            let word = positional
-                .get(i)
-                .ok_or_else(|| err(format!("{} needs a number", words[0])))?;
-            if *word == "classes" {
-                return Ok(classes);
-            }
-            word.parse::<usize>()
-                .ok()
-                .filter(|&v| v > 0)
-                .ok_or_else(|| err(format!("{word:?} is not a positive whole number")))
-        };
-        // a window size: `5` or `5x3` (rows x columns)
-        let size = |i: usize| -> Result<(usize, usize)> {
-            let word = positional
-                .get(i)
-                .ok_or_else(|| err(format!("{} needs a size", words[0])))?;
-            let (h, w) = word.split_once('x').unwrap_or((word, word));
-            match (h.parse::<usize>(), w.parse::<usize>()) {
-                (Ok(h), Ok(w)) if h > 0 && w > 0 => Ok((h, w)),
-                _ => Err(err(format!("{word:?} is not a size like 5 or 5x3"))),
-            }
-        };
-        let option = |name: &str, default: usize| -> Result<usize> {
-            match options.iter().find(|(k, _)| *k == name) {
-                None => Ok(default),
-                Some((_, v)) => v
-                    .parse::<usize>()
-                    .map_err(|_| err(format!("{name}={v} is not a whole number"))),
-            }
-        };
-        let image = |what: &str| match shape {
-            Shape::Image(c, h, w) => Ok((c, h, w)),
-            Shape::Flat(_) => Err(err(format!(
-                "{what} needs an image, but the layers above flattened it"
-            ))),
-        };
-        match words[0] {
-            "init" => {
-                init = Init::parse(positional.first().copied().unwrap_or(""))
-                    .map_err(|e| err(e.to_string()))?
-            }
-            "conv" => {
-                let (c, h, w) = image("conv")?;
-                let (f, (kh, kw)) = (count(0)?, size(1)?);
-                let (stride, pad) = (option("stride", 1)?.max(1), option("pad", 0)?);
-                let win = Window {
-                    fh: kh,
-                    fw: kw,
-                    stride,
-                    pad,
-                };
-                if h + 2 * pad < kh || w + 2 * pad < kw {
-                    return Err(err(format!(
-                        "a {kh}x{kw} filter does not fit the {h}x{w} image"
-                    )));
-                }
-                let (oh, ow) = win.output(h, w);
-                let weights = [f, c, kh, kw, oh, ow]
-                    .iter()
-                    .try_fold(1usize, |a, &d| a.checked_mul(d));
-                if weights.is_none_or(|n| n > MAX_WEIGHTS) {
-                    return Err(err(format!(
-                        "{f} filters of {c}x{kh}x{kw} over {oh}x{ow} positions are too many"
-                    )));
-                }
-                let std = init.std(c * kh * kw);
-                let filters =
-                    Array4::from_shape_simple_fn((f, c, kh, kw), || T::of(std * rng.normal()));
-                net.push(Convolution::new(filters, Array1::zeros(f), stride, pad));
-                shape = Shape::Image(f, oh, ow);
-            }
+        let (positional, options) = split_options(&words[1..])?;
+        Ok(Line {
+            name: words[0],
+            positional,
+            options,
+            classes,
+        })
+    }
+
+    /// Positional word `i` as a count (`classes` the data's class count).
+    fn count(&self, i: usize) -> std::result::Result<usize, String> {
+        let word = self
+            .positional
+            .get(i)
+            .ok_or_else(|| format!("{} needs a number", self.name))?;
+        if *word == "classes" {
+            return Ok(self.classes);
+        }
+        word.parse::<usize>()
+            .ok()
+            .filter(|&v| v > 0)
+            .ok_or_else(|| format!("{word:?} is not a positive whole number"))
+    }
+
+    /// Positional word `i` as a window size: `5` or `5x3` (rows x columns).
+    fn size(&self, i: usize) -> std::result::Result<(usize, usize), String> {
+        let word = self
+            .positional
+            .get(i)
+            .ok_or_else(|| format!("{} needs a size", self.name))?;
+        let (h, w) = word.split_once('x').unwrap_or((word, word));
+        match (h.parse::<usize>(), w.parse::<usize>()) {
+            (Ok(h), Ok(w)) if h > 0 && w > 0 => Ok((h, w)),
+            _ => Err(format!("{word:?} is not a size like 5 or 5x3")),
+        }
+    }
+
+    /// Option `name=` as a whole number, or `default`.
+    fn option(&self, name: &str, default: usize) -> std::result::Result<usize, String> {
+        match self.options.iter().find(|(k, _)| *k == name) {
+            None => Ok(default),
+            Some((_, v)) => v
+                .parse::<usize>()
+                .map_err(|_| format!("{name}={v} is not a whole number")),
+        }
+    }
+
+    /// The window of `size(i)` with its `stride=` (default `stride`) and `pad=` options.
+    fn window(&self, i: usize, stride: Option<usize>) -> std::result::Result<Window, String> {
+        let (fh, fw) = self.size(i)?;
+        let stride = self.option("stride", stride.unwrap_or(fh))?.max(1);
+        Ok(Window {
+            fh,
+            fw,
+            stride,
+            pad: self.option("pad", 0)?,
+        })
+    }
+
+    /// The layer these words describe, its weights drawn as `init` says.
+    fn layer(&self, init: Init) -> std::result::Result<LayerSpec, String> {
+        Ok(match self.name {
+            "conv" => LayerSpec::Conv {
+                filters: self.count(0)?,
+                window: self.window(1, Some(1))?,
+                init,
+            },
             "pool" => {
-                let (c, h, w) = image("pool")?;
-                let kind = match positional.first() {
+                let kind = match self.positional.first() {
                     Some(&"max") => PoolKind::Max,
                     Some(&"avg") | Some(&"average") => PoolKind::Average,
-                    _ => return Err(err("pool needs max or avg, then the window size".into())),
+                    _ => return Err("pool needs max or avg, then the window size".into()),
                 };
-                let (kh, kw) = size(1)?;
-                let (stride, pad) = (option("stride", kh)?.max(1), option("pad", 0)?);
-                if 2 * pad > kh.min(kw) {
-                    return Err(err(format!(
+                let window = self.window(1, None)?;
+                if window.pad > window.fh.min(window.fw) / 2 {
+                    let (kh, kw, pad) = (window.fh, window.fw, window.pad);
+                    return Err(format!(
                         "padding {pad} is more than half the {kh}x{kw} window"
-                    )));
+                    ));
                 }
-                if h + 2 * pad < kh || w + 2 * pad < kw {
-                    return Err(err(format!(
-                        "a {kh}x{kw} window does not fit the {h}x{w} image"
-                    )));
-                }
-                let (oh, ow) = Window {
-                    fh: kh,
-                    fw: kw,
-                    stride,
-                    pad,
-                }
-                .output(h, w);
-                net.push(Pooling::new(kind, kh, kw, stride, pad));
-                shape = Shape::Image(c, oh, ow);
+                LayerSpec::Pool { kind, window }
             }
-            "affine" => {
-                let (d_in, d_out) = (shape.len(), count(0)?);
-                if d_in.checked_mul(d_out).is_none_or(|n| n > MAX_WEIGHTS) {
-                    return Err(err(format!("{d_in}x{d_out} weights are too many")));
-                }
-                net.push(Affine::new(
-                    gaussian(d_in, d_out, init.std(d_in), rng),
-                    Array1::zeros(d_out),
-                ));
-                shape = Shape::Flat(d_out);
-            }
-            "batchnorm" => {
-                let channels = match shape {
-                    Shape::Image(c, _, _) => c,
-                    Shape::Flat(d) => d,
-                };
-                net.push(BatchNormalization::new(channels));
-            }
+            "affine" => LayerSpec::Affine {
+                outputs: self.count(0)?,
+                init,
+            },
+            "batchnorm" => LayerSpec::BatchNorm,
             "dropout" => {
-                let ratio: f64 = positional
+                let ratio: f64 = self
+                    .positional
                     .first()
                     .and_then(|r| r.parse().ok())
-                    .ok_or_else(|| err("dropout needs a ratio".into()))?;
+                    .ok_or("dropout needs a ratio")?;
                 if !(0.0..1.0).contains(&ratio) {
-                    return Err(err(format!("dropout {ratio} is not in [0, 1)")));
+                    return Err(format!("dropout {ratio} is not in [0, 1)"));
                 }
-                net.push(Dropout::new(ratio, rng.next_u64()));
+                LayerSpec::Dropout(ratio)
             }
-            "relu" => {
-                net.push(Relu::new());
-            }
-            "sigmoid" => {
-                net.push(Sigmoid::new());
-            }
-            "tanh" => {
-                net.push(Tanh::new());
-            }
+            "relu" => LayerSpec::Relu,
+            "sigmoid" => LayerSpec::Sigmoid,
+            "tanh" => LayerSpec::Tanh,
             other => {
-                return Err(err(format!(
+                return Err(format!(
                     "unknown layer {other:?} (conv, pool, affine, relu, sigmoid, tanh, batchnorm, dropout, init)"
-                )));
+                ));
             }
-        }
-        layers += usize::from(words[0] != "init");
+        })
     }
-    if layers == 0 {
-        return Err(Error::Config("layer description: no layers".into()));
-    }
-    if shape != Shape::Flat(classes) {
-        return Err(Error::Config(format!(
-            "layer description: the last layer gives {} values a sample; end with `affine classes` ({classes})",
-            shape.len()
-        )));
-    }
-    Ok(net)
 }
 
 /// A line's words: the positional ones, and `name=value` options.
@@ -372,6 +538,10 @@ mod tests {
                 "line 1: padding 2 is more than half",
             ),
             ("affine 7", "end with `affine classes`"),
+            (
+                "conv 3 5 pad=9223372036854775807\naffine classes",
+                "line 1: padding 9223372036854775807 is too large",
+            ),
             ("# nothing\n", "no layers"),
         ] {
             let e = from_description::<f32>(text, (1, 28, 28), 10, &mut Rng::new(0))

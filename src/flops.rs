@@ -1,5 +1,6 @@
 //! Counted arithmetic of a network: the multiply-adds of its matrix products and
-//! convolutions, from its layer description (element-wise layers are not counted).
+//! convolutions, from its parsed layer description ([`Spec`]; element-wise layers are not
+//! counted).
 //!
 //! ```text
 //! Affine D_in -> D_out             D_in·D_out                  multiply-adds a sample
@@ -10,56 +11,18 @@
 //! ```
 //! Counted dense: the zeros a sparse first layer skips still count, as in the peers' figures.
 
-use crate::layers::Window;
+use crate::describe::{LayerSpec, Shape, Spec};
 
-/// Multiply-adds per sample of each weight layer, in order, for samples of `input` (C, H, W),
-/// from a [`crate::Network::description`].
-pub fn layer_macs(description: &str, input: [usize; 3]) -> Vec<u64> {
-    let [mut c, mut h, mut w] = input;
-    let mut flat: Option<usize> = None;
+/// Multiply-adds per sample of each weight layer of `spec`, in order.
+pub fn layer_macs(spec: &Spec) -> Vec<u64> {
     let mut out = Vec::new();
-    for line in description.lines() {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let option = |name: &str| {
-            words
-                .iter()
-                .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
-                .and_then(|v| v.parse::<usize>().ok())
-        };
-        let size = |word: Option<&&str>| -> (usize, usize) {
-            let word = word.copied().unwrap_or("1");
-            let (a, b) = word.split_once('x').unwrap_or((word, word));
-            (a.parse().unwrap_or(1), b.parse().unwrap_or(1))
-        };
-        match words.first().copied() {
-            Some("affine") => {
-                let d_in = flat.unwrap_or(c * h * w);
-                let d_out: usize = words.get(1).and_then(|v| v.parse().ok()).unwrap_or(0);
-                out.push((d_in * d_out) as u64);
-                flat = Some(d_out);
+    for line in &spec.layers {
+        match (&line.layer, line.input, line.output) {
+            (LayerSpec::Affine { outputs, .. }, input, _) => {
+                out.push((input.len() * outputs) as u64);
             }
-            Some("conv") => {
-                let f: usize = words.get(1).and_then(|v| v.parse().ok()).unwrap_or(0);
-                let (fh, fw) = size(words.get(2));
-                let win = Window {
-                    fh,
-                    fw,
-                    stride: option("stride").unwrap_or(1),
-                    pad: option("pad").unwrap_or(0),
-                };
-                let (oh, ow) = win.output(h, w);
-                out.push((f * c * fh * fw * oh * ow) as u64);
-                (c, h, w) = (f, oh, ow);
-            }
-            Some("pool") => {
-                let (fh, fw) = size(words.get(2));
-                let win = Window {
-                    fh,
-                    fw,
-                    stride: option("stride").unwrap_or(fh),
-                    pad: option("pad").unwrap_or(0),
-                };
-                (h, w) = win.output(h, w);
+            (LayerSpec::Conv { window, .. }, Shape::Image(c, _, _), Shape::Image(f, oh, ow)) => {
+                out.push((f * c * window.fh * window.fw * oh * ow) as u64);
             }
             _ => {}
         }
@@ -85,15 +48,16 @@ mod tests {
 
     #[test]
     fn the_books_networks_by_hand() {
-        let two_layer = "affine 50\nrelu\naffine 10";
-        assert_eq!(layer_macs(two_layer, [1, 28, 28]), vec![784 * 50, 500]);
+        let spec = |text: &str| Spec::parse(text, (1, 28, 28), 10).unwrap();
+        let two_layer = spec("affine 50\nrelu\naffine 10");
+        assert_eq!(layer_macs(&two_layer), vec![784 * 50, 500]);
         let simple = "conv 30 5 stride=1 pad=0\nrelu\npool max 2 stride=2 pad=0\naffine 100\nrelu\naffine 10";
         assert_eq!(
-            layer_macs(simple, [1, 28, 28]),
+            layer_macs(&spec(simple)),
             vec![30 * 25 * 24 * 24, 30 * 12 * 12 * 100, 1000]
         );
         // forward + dW + dX, less the first layer's dX
-        let macs = layer_macs(two_layer, [1, 28, 28]);
+        let macs = layer_macs(&two_layer);
         assert_eq!(step_flops(&macs, 100), 2 * 100 * (3 * 39700 - 39200));
         assert_eq!(inference_flops(&macs, 10), 2 * 10 * 39700);
     }

@@ -15,6 +15,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use backprop::data::Mnist;
+use backprop::describe::Spec;
 use backprop::flops::{inference_flops, layer_macs, step_flops};
 use backprop::kernels::gemm;
 use backprop::train::{self, Sampling};
@@ -88,7 +89,8 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, Error> {
         let wall_s = start.elapsed().as_secs_f64();
         let updates_s: f64 = trained.epochs.iter().map(|e| e.train_s).sum();
         let net = &trained.network;
-        let macs = layer_macs(&net.description(), [1, 28, 28]);
+        let spec = Spec::parse(&net.description(), (1, 28, 28), data.classes)?;
+        let macs = layer_macs(&spec);
         let steps = trained.summary.iterations;
         let n = data.train.len();
         let samples = match cfg.sampling {
