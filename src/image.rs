@@ -182,28 +182,50 @@ fn sample(img: &Grey, x: f32, y: f32) -> f32 {
 /// inverted if the background (the border's mean) is light; the ink's bounding box scaled,
 /// keeping its aspect, to fit 20/28 of the size; the ink's centre of mass put at the centre.
 pub fn mnist_like(img: &Grey, height: usize, width: usize) -> Vec<f32> {
+    let inked = ink(img);
+    let Some((x0, y0, x1, y1)) = ink_box(&inked) else {
+        return vec![0.0; height * width]; // no ink: a blank image
+    };
+    // scale the box to fit 20/28 of the target, keeping the aspect
+    let (bw, bh) = ((x1 - x0) as f32, (y1 - y0) as f32);
+    let fit = (20.0 / 28.0) * (height.min(width) as f32);
+    let scale = fit / bw.max(bh);
+    let (sw, sh) = (
+        (bw * scale).round().max(1.0) as usize,
+        (bh * scale).round().max(1.0) as usize,
+    );
+    let small = downscale(&inked, (x0, y0), scale, (sw, sh));
+    centred(&small, (sw, sh), (height, width))
+}
+
+/// The image as ink: inverted if the background (the border's mean) is light, the
+/// background level 0 and full ink 1.
+fn ink(img: &Grey) -> Grey {
     let (w, h) = (img.width, img.height);
     let border: Vec<f32> = (0..w)
         .flat_map(|x| [img.pixels[x], img.pixels[(h - 1) * w + x]])
         .chain((0..h).flat_map(|y| [img.pixels[y * w], img.pixels[y * w + w - 1]]))
         .collect();
     let background = border.iter().sum::<f32>() / border.len() as f32;
-    let ink: Vec<f32> = img
+    let bg = background.min(1.0 - background);
+    let pixels = img
         .pixels
         .iter()
         .map(|&v| {
             let v = if background > 0.5 { 1.0 - v } else { v };
-            // the background level becomes 0, full ink 1
-            let bg = background.min(1.0 - background);
             ((v - bg) / (1.0 - bg).max(1e-6)).clamp(0.0, 1.0)
         })
         .collect();
-    let inked = Grey {
+    Grey {
         width: w,
         height: h,
-        pixels: ink,
-    };
-    // bounding box of the ink
+        pixels,
+    }
+}
+
+/// The bounding box (x0, y0, x1, y1) of the pixels above 0.2, or None for no ink.
+fn ink_box(inked: &Grey) -> Option<(usize, usize, usize, usize)> {
+    let (w, h) = (inked.width, inked.height);
     let threshold = 0.2;
     let (mut x0, mut y0, mut x1, mut y1) = (w, h, 0, 0);
     for y in 0..h {
@@ -213,18 +235,17 @@ pub fn mnist_like(img: &Grey, height: usize, width: usize) -> Vec<f32> {
             }
         }
     }
-    if x0 >= x1 {
-        return vec![0.0; height * width]; // no ink: a blank image
-    }
-    // scale the box to fit 20/28 of the target, keeping the aspect
-    let (bw, bh) = ((x1 - x0) as f32, (y1 - y0) as f32);
-    let fit = (20.0 / 28.0) * (height.min(width) as f32);
-    let scale = fit / bw.max(bh);
-    let (sw, sh) = (
-        (bw * scale).round().max(1.0) as usize,
-        (bh * scale).round().max(1.0) as usize,
-    );
-    // area-averaged downscale (supersampled 4x4 bilinear), into a small image
+    (x0 < x1).then_some((x0, y0, x1, y1))
+}
+
+/// The ink from `(x0, y0)` scaled by `scale` into an `sw x sh` image: area-averaged
+/// (supersampled 4x4 bilinear).
+fn downscale(
+    inked: &Grey,
+    (x0, y0): (usize, usize),
+    scale: f32,
+    (sw, sh): (usize, usize),
+) -> Vec<f32> {
     let mut small = vec![0f32; sw * sh];
     let sub = 4;
     for sy in 0..sh {
@@ -234,28 +255,31 @@ pub fn mnist_like(img: &Grey, height: usize, width: usize) -> Vec<f32> {
                 for i in 0..sub {
                     let u = (sx as f32 + (i as f32 + 0.5) / sub as f32) / scale + x0 as f32;
                     let v = (sy as f32 + (j as f32 + 0.5) / sub as f32) / scale + y0 as f32;
-                    acc += sample(&inked, u, v);
+                    acc += sample(inked, u, v);
                 }
             }
             small[sy * sw + sx] = acc / (sub * sub) as f32;
         }
     }
-    // centre of mass of the small image goes to the centre of the target
+    small
+}
+
+/// `small` (sw x sh) placed in a `height x width` image with its centre of mass at the
+/// centre.
+fn centred(small: &[f32], (sw, sh): (usize, usize), (height, width): (usize, usize)) -> Vec<f32> {
     let mass: f32 = small.iter().sum();
     let (mut cx, mut cy) = (sw as f32 / 2.0, sh as f32 / 2.0);
     if mass > 0.0 {
-        cx = small
-            .iter()
-            .enumerate()
-            .map(|(k, v)| v * ((k % sw) as f32 + 0.5))
-            .sum::<f32>()
-            / mass;
-        cy = small
-            .iter()
-            .enumerate()
-            .map(|(k, v)| v * ((k / sw) as f32 + 0.5))
-            .sum::<f32>()
-            / mass;
+        let moment = |coord: &dyn Fn(usize) -> f32| {
+            small
+                .iter()
+                .enumerate()
+                .map(|(k, v)| v * coord(k))
+                .sum::<f32>()
+                / mass
+        };
+        cx = moment(&|k| (k % sw) as f32 + 0.5);
+        cy = moment(&|k| (k / sw) as f32 + 0.5);
     }
     let (ox, oy) = (
         (width as f32 / 2.0 - cx).round() as i64,

@@ -18,7 +18,7 @@ use backprop::data::Mnist;
 use backprop::describe::Spec;
 use backprop::flops::{inference_flops, layer_macs, step_flops};
 use backprop::kernels::gemm;
-use backprop::train::{self, Sampling};
+use backprop::train::{self, Sampling, TrainConfig};
 use backprop::{Error, Rng};
 use ndarray::Array2;
 
@@ -83,71 +83,87 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, Error> {
         if which != "all" && which != name.to_ascii_lowercase() {
             continue;
         }
-        reset_peak_rss();
-        let start = Instant::now();
-        let trained = train::train(&cfg, &data, |_| {})?;
-        let wall_s = start.elapsed().as_secs_f64();
-        let updates_s: f64 = trained.epochs.iter().map(|e| e.train_s).sum();
-        let net = &trained.network;
-        let spec = Spec::parse(&net.description(), (1, 28, 28), data.classes)?;
-        let macs = layer_macs(&spec);
-        let steps = trained.summary.iterations;
-        let n = data.train.len();
-        let samples = match cfg.sampling {
-            Sampling::Random => steps * cfg.batch_size,
-            Sampling::Shuffle => n * steps / n.div_ceil(cfg.batch_size),
-        };
-        let evaluated = trained.epochs.len() * (n + data.test.len());
-        let flops = step_flops(&macs, 1) * samples as u64 + inference_flops(&macs, evaluated);
-        let f = Figures {
-            name,
-            wall_s,
-            updates_s,
-            samples,
-            flops,
-            peak_rss_mb: peak_rss_mb(),
-        };
+        let (f, accuracy) = measure(name, &cfg, &data)?;
         if args.json {
-            println!(
-                "{{\"workload\":\"{}\",\"threads\":{threads},\"wall_s\":{},\"updates_s\":{},\"samples_per_s\":{},\"gflop\":{},\"gflops\":{},\"peak_fraction\":{},\"peak_rss_mb\":{},\"test_accuracy\":{}}}",
-                f.name,
-                json_number(f.wall_s),
-                json_number(f.updates_s),
-                json_number(f.samples as f64 / f.updates_s),
-                json_number(f.flops as f64 / 1e9),
-                json_number(f.flops as f64 / f.wall_s / 1e9),
-                json_number(f.flops as f64 / f.wall_s / peak),
-                f.peak_rss_mb.map_or("null".into(), json_number),
-                json_number(trained.summary.test_accuracy)
-            );
+            println!("{}", json_row(&f, threads, peak, accuracy));
         } else {
-            rows.push((f, trained.summary.test_accuracy));
+            rows.push((f, accuracy));
         }
     }
     if !args.json {
-        println!();
-        println!(
-            "workload   wall s  updates s  samples/s  GFLOP  GFLOP/s  of peak  peak RSS MB  test acc"
-        );
-        for (f, acc) in rows {
-            println!(
-                "{:<8} {:>8.2} {:>10.2} {:>10.0} {:>6.0} {:>8.1} {:>7.0}% {:>12} {:>9.4}",
-                f.name,
-                f.wall_s,
-                f.updates_s,
-                f.samples as f64 / f.updates_s,
-                f.flops as f64 / 1e9,
-                f.flops as f64 / f.wall_s / 1e9,
-                100.0 * f.flops as f64 / f.wall_s / peak,
-                f.peak_rss_mb.map_or("-".into(), |m| format!("{m:.1}")),
-                acc
-            );
-        }
-        println!(
-            "(wall: the whole run with the evaluations it makes; GFLOP/s over wall time; peak RSS:\n the process's high-water mark during the workload)"
-        );
+        print_table(&rows, peak);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs one workload: its times, samples, counted FLOPs and peak memory, and its test
+/// accuracy.
+fn measure(name: &'static str, cfg: &TrainConfig, data: &Mnist) -> Result<(Figures, f64), Error> {
+    reset_peak_rss();
+    let start = Instant::now();
+    let trained = train::train(cfg, data, |_| {})?;
+    let wall_s = start.elapsed().as_secs_f64();
+    let updates_s: f64 = trained.epochs.iter().map(|e| e.train_s).sum();
+    let spec = Spec::parse(&trained.network.description(), (1, 28, 28), data.classes)?;
+    let macs = layer_macs(&spec);
+    let steps = trained.summary.iterations;
+    let n = data.train.len();
+    let samples = match cfg.sampling {
+        Sampling::Random => steps * cfg.batch_size,
+        Sampling::Shuffle => n * steps / n.div_ceil(cfg.batch_size),
+    };
+    let evaluated = trained.epochs.len() * (n + data.test.len());
+    let flops = step_flops(&macs, 1) * samples as u64 + inference_flops(&macs, evaluated);
+    let f = Figures {
+        name,
+        wall_s,
+        updates_s,
+        samples,
+        flops,
+        peak_rss_mb: peak_rss_mb(),
+    };
+    Ok((f, trained.summary.test_accuracy))
+}
+
+/// One workload's figures as a JSON object.
+fn json_row(f: &Figures, threads: usize, peak: f64, accuracy: f64) -> String {
+    format!(
+        "{{\"workload\":\"{}\",\"threads\":{threads},\"wall_s\":{},\"updates_s\":{},\"samples_per_s\":{},\"gflop\":{},\"gflops\":{},\"peak_fraction\":{},\"peak_rss_mb\":{},\"test_accuracy\":{}}}",
+        f.name,
+        json_number(f.wall_s),
+        json_number(f.updates_s),
+        json_number(f.samples as f64 / f.updates_s),
+        json_number(f.flops as f64 / 1e9),
+        json_number(f.flops as f64 / f.wall_s / 1e9),
+        json_number(f.flops as f64 / f.wall_s / peak),
+        f.peak_rss_mb.map_or("null".into(), json_number),
+        json_number(accuracy)
+    )
+}
+
+/// The workloads' figures as a table.
+fn print_table(rows: &[(Figures, f64)], peak: f64) {
+    println!();
+    println!(
+        "workload   wall s  updates s  samples/s  GFLOP  GFLOP/s  of peak  peak RSS MB  test acc"
+    );
+    for (f, acc) in rows {
+        println!(
+            "{:<8} {:>8.2} {:>10.2} {:>10.0} {:>6.0} {:>8.1} {:>7.0}% {:>12} {:>9.4}",
+            f.name,
+            f.wall_s,
+            f.updates_s,
+            f.samples as f64 / f.updates_s,
+            f.flops as f64 / 1e9,
+            f.flops as f64 / f.wall_s / 1e9,
+            100.0 * f.flops as f64 / f.wall_s / peak,
+            f.peak_rss_mb.map_or("-".into(), |m| format!("{m:.1}")),
+            acc
+        );
+    }
+    println!(
+        "(wall: the whole run with the evaluations it makes; GFLOP/s over wall time; peak RSS:\n the process's high-water mark during the workload)"
+    );
 }
 
 /// FLOP/s of the best of five 2048x2048x2048 f32 products on `threads` threads.

@@ -191,8 +191,8 @@ impl TrainArgs {
         })
     }
 
-    /// The checked configuration; errors name the flag.
-    fn config(&self) -> Result<TrainConfig, Error> {
+    /// The model and, for a described stack, its layer description.
+    fn model(&self) -> Result<(Model, Option<String>), Error> {
         let layers = match (&self.layer_description, &self.layers) {
             (Some(text), _) => Some(text.clone()),
             (None, Some(path)) => {
@@ -212,8 +212,13 @@ impl TrainArgs {
                 )));
             }
         };
+        Ok((model, layers))
+    }
+
+    /// --hidden as unit counts.
+    fn hidden(&self) -> Result<Vec<usize>, Error> {
         let hidden_text = self.hidden.as_deref().unwrap_or("50");
-        let hidden = hidden_text
+        hidden_text
             .split(',')
             .map(|h| h.trim().parse::<usize>())
             .collect::<Result<Vec<_>, _>>()
@@ -223,7 +228,13 @@ impl TrainArgs {
                 Error::Config(format!(
                     "--hidden: {hidden_text:?} is not a list of unit counts like 256,256"
                 ))
-            })?;
+            })
+    }
+
+    /// The checked configuration; errors name the flag.
+    fn config(&self) -> Result<TrainConfig, Error> {
+        let (model, layers) = self.model()?;
+        let hidden = self.hidden()?;
         if self.iters.is_some() && self.epochs.is_some() {
             return Err(Error::Config(
                 "--iters and --epochs: give one of them".into(),
@@ -382,38 +393,8 @@ pub fn run(args: TrainArgs) -> Result<ExitCode, Error> {
             println!("{line}");
         }
     };
-    say(format!(
-        "data: {} training and {} test images of {}x{}, {} classes ({})",
-        data.train.len(),
-        data.test.len(),
-        data.train.rows(),
-        data.train.cols(),
-        data.classes,
-        data_dir.display()
-    ));
-    say(format!(
-        "model: {}",
-        describe(&cfg, data.train.input_size(), data.classes)
-    ));
-    say(format!("training: {}", describe_training(&cfg)));
-
-    // the run directory: config.toml, metrics.csv, checkpoints, confusion.csv, plots
-    // checkpoints go to --save, or beside the resumed checkpoint; the run directory is --out,
-    // else that one, else a new one
-    let save_dir = args.save.clone().or_else(|| {
-        args.resume
-            .as_ref()
-            .map(|p| p.parent().map_or(PathBuf::from("."), Path::to_path_buf))
-    });
-    let run_dir = args
-        .out
-        .clone()
-        .or_else(|| save_dir.clone())
-        .unwrap_or_else(|| PathBuf::from("runs").join(timestamp()));
-    for dir in std::iter::once(&run_dir).chain(save_dir.as_ref()) {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        checkpoint::remove_stale_temporaries(dir);
-    }
+    announce(&cfg, &data, &data_dir, &say);
+    let (save_dir, run_dir) = directories(&args)?;
     let resolved = settings.resolved(&cfg);
     let config_toml = toml::to_string(&resolved).expect("plain settings serialize");
     write_atomic(&run_dir.join("config.toml"), config_toml.as_bytes())?;
@@ -426,56 +407,34 @@ pub fn run(args: TrainArgs) -> Result<ExitCode, Error> {
             saved.iteration()
         ));
     }
-
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        // NOTE: a second Ctrl-C ends the process at once (nothing half-written: every file
-        // is written atomically).
-        let _ = ctrlc::set_handler(move || {
-            if stop.swap(true, Ordering::SeqCst) {
-                eprintln!("\ninterrupted again: exiting without saving");
-                std::process::exit(130);
-            }
-            eprintln!("\ninterrupted: stopping after this update");
-        });
-    }
     let input = [1, data.train.rows(), data.train.cols()];
     let mut observer = CliObserver {
         quiet: args.quiet,
         bar: (!args.quiet && std::io::stderr().is_terminal()).then(Bar::new),
-        stop: stop.clone(),
+        stop: stop_on_ctrl_c(),
         metrics,
         save_dir: save_dir.clone(),
         input,
         classes: data.classes,
         config: config_toml.clone(),
     };
-    let run = train::train_with(
-        &cfg,
-        &data,
-        |state| match &resumed {
-            Some(saved) => saved.restore(state),
-            None => Ok(()),
-        },
-        &mut observer,
-    )?;
+    let restore = |state: &mut train::TrainState| match &resumed {
+        Some(saved) => saved.restore(state),
+        None => Ok(()),
+    };
+    let run = train::train_with(&cfg, &data, restore, &mut observer)?;
     let mut state = run.state;
     let info = ModelInfo::of(&state.network, input, data.classes);
-    if let Some(dir) = &save_dir {
-        save_checkpoint(
-            &dir.join("last.safetensors"),
-            &mut state,
-            &info,
-            &config_toml,
-        )?;
+    let last = save_dir.as_ref().map(|dir| dir.join("last.safetensors"));
+    if let Some(last) = &last {
+        save_checkpoint(last, &mut state, &info, &config_toml)?;
     }
     let Some(s) = run.summary else {
-        let how = match &save_dir {
-            Some(dir) => format!(
+        let how = match &last {
+            Some(last) => format!(
                 "saved {}; resume with: backprop train --resume {}",
-                dir.join("last.safetensors").display(),
-                dir.join("last.safetensors").display()
+                last.display(),
+                last.display()
             ),
             None => "nothing saved (run with --save DIR to keep checkpoints)".into(),
         };
@@ -502,6 +461,60 @@ pub fn run(args: TrainArgs) -> Result<ExitCode, Error> {
         println!("{}", summary_json(&s, &run.epochs));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The run's first lines: the data, the model, the training.
+fn announce(cfg: &TrainConfig, data: &Mnist, data_dir: &Path, say: &dyn Fn(String)) {
+    say(format!(
+        "data: {} training and {} test images of {}x{}, {} classes ({})",
+        data.train.len(),
+        data.test.len(),
+        data.train.rows(),
+        data.train.cols(),
+        data.classes,
+        data_dir.display()
+    ));
+    say(format!(
+        "model: {}",
+        describe(cfg, data.train.input_size(), data.classes)
+    ));
+    say(format!("training: {}", describe_training(cfg)));
+}
+
+/// Where checkpoints go (--save, or beside the resumed checkpoint) and the run directory
+/// (--out, else that one, else a new one under runs/), both made.
+fn directories(args: &TrainArgs) -> Result<(Option<PathBuf>, PathBuf), Error> {
+    let save_dir = args.save.clone().or_else(|| {
+        args.resume
+            .as_ref()
+            .map(|p| p.parent().map_or(PathBuf::from("."), Path::to_path_buf))
+    });
+    let run_dir = args
+        .out
+        .clone()
+        .or_else(|| save_dir.clone())
+        .unwrap_or_else(|| PathBuf::from("runs").join(timestamp()));
+    for dir in std::iter::once(&run_dir).chain(save_dir.as_ref()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        checkpoint::remove_stale_temporaries(dir);
+    }
+    Ok((save_dir, run_dir))
+}
+
+/// A flag that Ctrl-C sets: the run stops after the update in hand and saves.
+fn stop_on_ctrl_c() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    // NOTE: a second Ctrl-C ends the process at once (nothing half-written: every file
+    // is written atomically).
+    let _ = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            eprintln!("\ninterrupted again: exiting without saving");
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupted: stopping after this update");
+    });
+    stop
 }
 
 /// What the command line does at each update and epoch.

@@ -209,8 +209,7 @@ fn blocks<T: Float, const FMA: bool, const WIDE: bool>(
 ) {
     let (m, k) = a.dim();
     let n = b.ncols();
-    let (rsb, direct) = (b.strides()[0], b.strides()[1] == 1 && m <= DIRECT_M);
-    let (rsa, csa) = (a.strides()[0], a.strides()[1]);
+    let direct = b.strides()[1] == 1 && m <= DIRECT_M;
     let direct_a = n <= DIRECT_N;
     for j0 in (0..n).step_by(NC) {
         let nc = NC.min(n - j0);
@@ -230,74 +229,28 @@ fn blocks<T: Float, const FMA: bool, const WIDE: bool>(
                     let cols = NR.min(nc - jr);
                     // two panels at a time with the AVX-512 kernel, where a second remains
                     let pair = WIDE && nc - jr > NR;
-                    // B's panel at jr: packed, or B itself (rows rsb apart) when read in place;
-                    // a last panel narrower than NR is packed either way (into slot 0 or 1 of
-                    // the packing space)
-                    let panel = |jr: usize, slot: usize, bp: &mut [T]| -> (*const T, usize) {
-                        let cols = NR.min(nc - jr);
-                        if !direct {
-                            (bp[jr * kc..(jr + NR) * kc].as_ptr(), NR)
-                        } else if cols < NR {
-                            let space = &mut bp[slot * NR * kc..(slot + 1) * NR * kc];
-                            pack_b(b, p0, kc, j0 + jr, cols, space);
-                            (space.as_ptr(), NR)
-                        } else {
-                            // SAFETY: row p0, column j0 + jr lies inside B; the kernel reads
-                            // rows p0..p0 + kc, columns j0 + jr..+NR, rows rsb apart and
-                            // contiguous (column stride 1)
-                            let at = unsafe {
-                                b.as_ptr().offset(p0 as isize * rsb + (j0 + jr) as isize)
-                            };
-                            (at, rsb as usize)
-                        }
+                    let panel = |jr: usize, slot: usize, bp: &mut [T]| {
+                        b_panel(b, (p0, kc), (j0, nc, jr), direct, slot, bp)
                     };
                     let b0 = panel(jr, 0, bp);
                     let b1 = if pair { panel(jr + NR, 1, bp) } else { b0 };
                     for ir in (0..mc).step_by(MR) {
                         let rows = MR.min(mc - ir);
-                        let (rows_at, step): ([*const T; MR], isize) = if direct_a {
-                            // SAFETY: rows i0 + ir.. (the last one repeated past the end) and
-                            // column p0 lie inside A
-                            let at = std::array::from_fn(|i| unsafe {
-                                a.as_ptr().offset(
-                                    (i0 + ir + i.min(rows - 1)) as isize * rsa + p0 as isize * csa,
-                                )
-                            });
-                            (at, csa)
-                        } else {
-                            // row i of the packed panel: its kc entries MR apart from i
-                            let a_panel = &ap[ir * kc..(ir + MR) * kc];
-                            (std::array::from_fn(|i| a_panel[i..].as_ptr()), MR as isize)
+                        let (rows_at, step) = match direct_a {
+                            true => a_rows(a, i0 + ir, rows, p0),
+                            false => packed_rows(&ap[ir * kc..(ir + MR) * kc]),
                         };
                         #[cfg(target_arch = "x86_64")]
                         if WIDE {
                             // NOTE: C's tile fetched while the kernel runs: C is read and
                             // written once per depth block, from wherever it was (a large C
                             // lies beyond L2), and the stores waited on it
-                            let (rs, cs) = (c.strides()[0], c.strides()[1]);
-                            let width = if pair { 2 * NR } else { NR }.min(nc - jr) as isize;
-                            for i in 0..rows as isize {
-                                let row = (i0 + ir) as isize + i;
-                                for j in [0, width - 1] {
-                                    let at = row * rs + (j0 + jr) as isize * cs + j * cs;
-                                    // SAFETY: (row, j0 + jr + j) lies inside C; a prefetch
-                                    // only hints
-                                    unsafe {
-                                        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-                                        _mm_prefetch::<_MM_HINT_T0>(c.as_ptr().offset(at).cast());
-                                    }
-                                }
-                            }
+                            let width = if pair { 2 * NR } else { NR }.min(nc - jr);
+                            prefetch_tile(c, (i0 + ir, rows), (j0 + jr, width));
                             // SAFETY: kc steps of `step` from each row pointer stay inside A,
                             // kc rows of each panel inside B or the packing space; WIDE only
-                            // where T is f32 (the same layout) and the CPU has AVX-512F
-                            let tiles = unsafe {
-                                let rows_at = rows_at.map(|r| r.cast::<f32>());
-                                let b0 = (b0.0.cast::<f32>(), b0.1);
-                                let b1 = (b1.0.cast::<f32>(), b1.1);
-                                let tiles = micro_kernel_avx512(kc, rows_at, step, b0, b1, pair);
-                                std::mem::transmute_copy::<_, [[[T; NR]; MR]; 2]>(&tiles)
-                            };
+                            // where T is f32 and the CPU has AVX-512F
+                            let tiles = unsafe { wide_tiles(kc, (rows_at, step), b0, b1, pair) };
                             store(c, i0 + ir, j0 + jr, rows, cols, &tiles[0], first, start);
                             if pair {
                                 let cols = NR.min(nc - jr - NR);
@@ -317,6 +270,101 @@ fn blocks<T: Float, const FMA: bool, const WIDE: bool>(
                     }
                     jr += if pair { 2 * NR } else { NR };
                 }
+            }
+        }
+    }
+}
+
+/// [`micro_kernel_avx512`] for a T that is f32: one or two MR x NR tiles.
+/// SAFETY: T is f32; the CPU has AVX-512F; kc steps of `step` from each row pointer stay
+/// inside A, kc rows of each panel inside B or the packing space.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn wide_tiles<T: Float>(
+    kc: usize,
+    (rows_at, step): ([*const T; MR], isize),
+    b0: (*const T, usize),
+    b1: (*const T, usize),
+    pair: bool,
+) -> [[[T; NR]; MR]; 2] {
+    let rows_at = rows_at.map(|r| r.cast::<f32>());
+    let b0 = (b0.0.cast::<f32>(), b0.1);
+    let b1 = (b1.0.cast::<f32>(), b1.1);
+    // SAFETY: as the caller promises
+    let tiles = unsafe { micro_kernel_avx512(kc, rows_at, step, b0, b1, pair) };
+    // SAFETY: T is f32: the same layout
+    unsafe { std::mem::transmute_copy::<_, [[[T; NR]; MR]; 2]>(&tiles) }
+}
+
+/// B's panel at column `jr` of the block from `j0` (of `nc` columns): packed, or B itself
+/// (rows rsb apart) when read in place; a last panel narrower than NR is packed either way
+/// (into slot 0 or 1 of the packing space). Returns where it starts and its row stride.
+#[inline(always)]
+fn b_panel<T: Float>(
+    b: &ArrayView2<T>,
+    (p0, kc): (usize, usize),
+    (j0, nc, jr): (usize, usize, usize),
+    direct: bool,
+    slot: usize,
+    bp: &mut [T],
+) -> (*const T, usize) {
+    let cols = NR.min(nc - jr);
+    if !direct {
+        (bp[jr * kc..(jr + NR) * kc].as_ptr(), NR)
+    } else if cols < NR {
+        let space = &mut bp[slot * NR * kc..(slot + 1) * NR * kc];
+        pack_b(b, p0, kc, j0 + jr, cols, space);
+        (space.as_ptr(), NR)
+    } else {
+        let rsb = b.strides()[0];
+        // SAFETY: row p0, column j0 + jr lies inside B; the kernel reads rows p0..p0 + kc,
+        // columns j0 + jr..+NR, rows rsb apart and contiguous (column stride 1)
+        let at = unsafe { b.as_ptr().offset(p0 as isize * rsb + (j0 + jr) as isize) };
+        (at, rsb as usize)
+    }
+}
+
+/// Where MR rows of A from row `i0` start at column `p0` (the last of `rows` repeated past
+/// the end), read in place, and the step from one column to the next.
+#[inline(always)]
+fn a_rows<T: Float>(
+    a: &ArrayView2<T>,
+    i0: usize,
+    rows: usize,
+    p0: usize,
+) -> ([*const T; MR], isize) {
+    let (rsa, csa) = (a.strides()[0], a.strides()[1]);
+    // SAFETY: rows i0.. (the last one repeated past the end) and column p0 lie inside A
+    let at = std::array::from_fn(|i| unsafe {
+        a.as_ptr()
+            .offset((i0 + i.min(rows - 1)) as isize * rsa + p0 as isize * csa)
+    });
+    (at, csa)
+}
+
+/// Where each of the MR rows of a packed panel of A starts (its kc entries MR apart).
+#[inline(always)]
+fn packed_rows<T: Float>(a_panel: &[T]) -> ([*const T; MR], isize) {
+    (std::array::from_fn(|i| a_panel[i..].as_ptr()), MR as isize)
+}
+
+/// Asks for C's tile (rows `row0..row0 + rows`, columns `col0..col0 + width`) to be loaded
+/// into the cache while the kernel runs: its first and last entry of each row.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn prefetch_tile<T: Float>(
+    c: &ArrayViewMut2<T>,
+    (row0, rows): (usize, usize),
+    (col0, width): (usize, usize),
+) {
+    let (rs, cs) = (c.strides()[0], c.strides()[1]);
+    for row in row0..row0 + rows {
+        for j in [col0, col0 + width - 1] {
+            let at = row as isize * rs + j as isize * cs;
+            // SAFETY: (row, j) lies inside C; a prefetch only hints
+            unsafe {
+                use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+                _mm_prefetch::<_MM_HINT_T0>(c.as_ptr().offset(at).cast());
             }
         }
     }
