@@ -29,6 +29,7 @@
 //! assert!(loss > 0.0 && report.iter().all(|r| r.max_rel_err < 1e-6));
 //! ```
 
+#[doc(hidden)]
 pub mod alloc;
 pub mod checkpoint;
 pub mod compare;
@@ -37,12 +38,15 @@ pub mod describe;
 pub mod error;
 pub mod evaluate;
 mod float;
+#[doc(hidden)]
 pub mod flops;
 pub mod gradcheck;
 pub mod image;
 pub mod init;
 #[doc(hidden)]
 pub mod kernels;
+// the book's algorithms: safe code only, the kernels live in `kernels`
+#[forbid(unsafe_code)]
 pub mod layers;
 pub mod models;
 mod network;

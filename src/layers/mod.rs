@@ -15,11 +15,10 @@
 //!   **overwritten** by each backward, never accumulated.
 //! - backward without a forward before it is a bug and panics saying so.
 //!
-//! The layers are the book's algorithms and nothing else: no `unsafe`, no processor
-//! features. Where a faster kernel applies ([`crate::kernels`]), a layer calls it in one
-//! line that names the reference it must equal; `--reference` (or
-//! [`crate::Network::set_reference`]) runs the book's code alone.
-#![forbid(unsafe_code)]
+//! The layers are the book's algorithms and nothing else: safe Rust (the crate forbids
+//! anything else here), no processor features. Where a faster kernel applies (the crate's
+//! `kernels` module), a layer calls it in one line that names the reference it must equal;
+//! `--reference` (or [`crate::Network::set_reference`]) runs the book's code alone.
 
 mod affine;
 mod batch_norm;

@@ -1,6 +1,6 @@
 //! The convolution's fast paths: the batch cut into parts shared by the threads, each
 //! image's col built where it is used, the forward at stride 1 summed straight from the
-//! image ([`direct`]) and dW from dy's non-zeros ([`window_sums`]).
+//! image (`direct`) and dW from dy's non-zeros (`window_sums`).
 //!
 //! Reference: the book's per-image im2col and products in
 //! [`crate::layers::Convolution`] (`forward_reference`, `backward_reference`); `kernels::reference_tests`
