@@ -1,5 +1,5 @@
 //! A steady-state training step allocates nothing: forward, loss, backward and the optimizer's
-//! update run in memory kept from the step before (issue 6).
+//! update run in memory kept from the step before.
 //!
 //! A counting global allocator counts, on this test's thread only, every allocation and
 //! reallocation made while a step runs. The three benchmark workloads (`backprop bench`), and

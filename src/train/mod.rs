@@ -11,16 +11,16 @@ use std::time::Instant;
 
 mod background;
 mod loader;
+mod run_loop;
 mod schedule;
-mod session;
 mod workloads;
 
 pub use schedule::{Length, Sampling, Schedule};
 pub use workloads::workloads;
 
 use loader::Loader;
+use run_loop::RunLoop;
 use schedule::schedule_lengths;
-use session::Session;
 
 use crate::data::{Dataset, Mnist};
 use crate::error::{Error, Result};
@@ -271,7 +271,7 @@ pub struct TrainState {
     pub epoch_iters: usize,
     /// Loss of the last mini-batch (NaN before the first).
     pub last_loss: f64,
-    /// Seconds spent in earlier sessions of this run (before a resume).
+    /// Seconds spent on this run before its last resume.
     pub elapsed_s: f64,
     /// The best epoch accuracy so far (validation when held out, else test), -1 before any.
     pub best_accuracy: f64,
@@ -289,8 +289,8 @@ pub struct Progress {
     pub per_epoch: usize,
     /// Mean mini-batch loss of the epoch so far.
     pub loss: f64,
-    /// Seconds since this session started.
-    pub session_s: f64,
+    /// Seconds since this call began (after a resume: since the resume).
+    pub since_start_s: f64,
 }
 
 /// What a caller sees of a run: each update, each epoch (with the state, to save it), and
@@ -313,7 +313,7 @@ pub trait Observer {
 /// What [`train_with`] returns.
 pub struct Run {
     pub state: TrainState,
-    /// This session's epoch reports.
+    /// The epoch reports of this call (after a resume: since the resume).
     pub epochs: Vec<EpochReport>,
     /// None when the observer stopped the run before its end.
     pub summary: Option<Summary>,
@@ -379,7 +379,7 @@ pub fn train_with(
         // beside the convolution's two measured no faster (backprop bench, W3)
         let threaded = cfg.threads > 1 && state.network.takes_sparse_input();
         let mut loader = Loader::new(&train_set, threaded, scope);
-        let session = Session {
+        let run_loop = RunLoop {
             cfg,
             data,
             train_set: &train_set,
@@ -391,7 +391,7 @@ pub fn train_with(
             waiting: VecDeque::new(),
             other_work: None,
         };
-        session.run(state)
+        run_loop.run(state)
     })
 }
 

@@ -16,7 +16,7 @@ use crate::evaluate::AccuracyJob;
 use crate::parallel;
 
 /// What the loop holds besides the state it trains.
-pub(super) struct Session<'a, 'o> {
+pub(super) struct RunLoop<'a, 'o> {
     pub cfg: &'a TrainConfig,
     pub data: &'a Mnist,
     pub train_set: &'a Dataset,
@@ -24,7 +24,7 @@ pub(super) struct Session<'a, 'o> {
     pub observer: &'o mut dyn Observer,
     pub loader: &'o mut Loader<'a>,
     pub start: Instant,
-    /// This session's epoch reports, in order.
+    /// The epoch reports of this call, in order.
     pub epochs: Vec<EpochReport>,
     /// Epochs whose evaluation the loader is counting.
     pub waiting: VecDeque<Waiting<'a>>,
@@ -43,7 +43,7 @@ struct At {
     total: usize,
 }
 
-impl<'a> Session<'a, '_> {
+impl<'a> RunLoop<'a, '_> {
     /// The loop, from `state` on, to the run's last update or the observer's stop.
     pub fn run(mut self, mut state: TrainState) -> Result<Run> {
         let (per_epoch, total) = schedule_lengths(self.cfg, self.train_set.len());
@@ -115,7 +115,7 @@ impl<'a> Session<'a, '_> {
             within: at.within + 1,
             per_epoch: at.per_epoch,
             loss: state.epoch_loss / state.epoch_iters as f64,
-            session_s: self.start.elapsed().as_secs_f64(),
+            since_start_s: self.start.elapsed().as_secs_f64(),
         });
         Ok(lr)
     }
@@ -196,7 +196,7 @@ impl<'a> Session<'a, '_> {
         Ok(())
     }
 
-    /// [`report_waiting`] on this session's epochs.
+    /// [`report_waiting`] on this loop's epochs.
     fn report_waiting(&mut self, state: &mut TrainState, all: bool) -> Result<()> {
         let (start, observer) = (self.start, &mut *self.observer);
         report_waiting(
