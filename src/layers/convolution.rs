@@ -266,23 +266,24 @@ impl<T: Float> Convolution<T> {
             .expect("standard layout")
     }
 
+    /// One image's col: `x_i (C, H, W) -> col (C·FH·FW, OH·OW)`.
+    fn im2col_into(&self, x_i: &ndarray::ArrayView3<'_, T>, col: &mut Array2<T>) {
+        let x_i = x_i.as_standard_layout();
+        let image = x_i.as_slice().expect("standard layout");
+        let col = col.as_slice_mut().expect("new arrays are contiguous");
+        im2col_image(image, x_i.dim(), self.window(), col);
+    }
+
     /// The book's forward, image by image: `y_i = Wc·col_i + b`.
     fn convolve(&self, x: &Array4<T>) -> Array4<T> {
-        let (n, c, h, w) = x.dim();
+        let (n, _, h, w) = x.dim();
         let win = self.window();
         let (oh, ow) = win.output(h, w);
         let (fn_, k) = (self.w.shape()[0], self.w.len() / self.w.shape()[0]);
         let mut y = Array4::zeros((n, fn_, oh, ow));
         let mut col = Array2::zeros((k, oh * ow));
         for (x_i, mut y_i) in x.outer_iter().zip(y.outer_iter_mut()) {
-            let x_i = x_i.as_standard_layout();
-            let col_i = col.as_slice_mut().expect("new arrays are contiguous");
-            im2col_image(
-                x_i.as_slice().expect("standard layout"),
-                (c, h, w),
-                win,
-                col_i,
-            );
+            self.im2col_into(&x_i, &mut col); // col_i = im2col(x_i)
             let y2 = self.wc().dot(&col) + self.b.view().insert_axis(Axis(1)); // (FN, Q)
             y_i.assign(
                 &y2.into_shape_with_order((fn_, oh, ow))
@@ -325,14 +326,7 @@ impl<T: Float> Convolution<T> {
         let mut col = Array2::zeros((k, oh * ow));
         for ((x_i, dy_i), mut dx_i) in x.outer_iter().zip(dy.outer_iter()).zip(dx.outer_iter_mut())
         {
-            let x_i = x_i.as_standard_layout();
-            let col_i = col.as_slice_mut().expect("new arrays are contiguous");
-            im2col_image(
-                x_i.as_slice().expect("standard layout"),
-                (c, h, w),
-                win,
-                col_i,
-            );
+            self.im2col_into(&x_i, &mut col); // col_i = im2col(x_i)
             let dy_i = dy_i.to_shape((fn_, oh * ow)).expect("FN x Q");
             dwc = dwc + dy_i.dot(&col.t()); // dWc += dy_i·col_iᵀ
             let dcol = self.wc().t().dot(&dy_i); // dcol_i = Wcᵀ·dy_i
