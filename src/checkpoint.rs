@@ -127,6 +127,17 @@ fn serialize(
         .map_err(|e| Error::file(path, format!("cannot serialize: {e}")))
 }
 
+/// Saves f32 arrays by name to a safetensors file (NumPy reads it with
+/// `safetensors.numpy.load_file`), whole or not at all.
+pub fn save_arrays(path: &Path, arrays: &[(&str, ndarray::ArrayViewD<'_, f32>)]) -> Result<()> {
+    let tensors = arrays
+        .iter()
+        .map(|(name, a)| (name.to_string(), Bytes::f32(a)))
+        .collect();
+    let bytes = serialize(tensors, HashMap::new(), path)?;
+    write_atomic(path, &bytes)
+}
+
 /// Saves `net`'s weights (and batch norm statistics) with its description to `path`.
 pub fn save_model(path: &Path, net: &mut Network<f32>, info: &ModelInfo) -> Result<()> {
     let meta = HashMap::from([(MODEL_KEY.to_string(), to_json(info))]);

@@ -3,7 +3,7 @@
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use ndarray::{ArrayD, Ix2};
+use ndarray::{Array2, ArrayD, Axis, Ix2};
 
 use crate::data::Dataset;
 use crate::layers::softmax;
@@ -175,6 +175,22 @@ impl<'a> AccuracyJob<'a> {
             })
             .collect()
     }
+}
+
+/// The softmax of `net`'s scores (inference mode) for every sample of `data`, in order:
+/// `(N, classes)`, the numbers [`evaluate`] counts from.
+pub fn probabilities(net: &Network<f32>, data: &Dataset, threads: usize) -> Array2<f32> {
+    let parts = over_chunks(net, data, threads, |scores, _| {
+        let scores = scores
+            .into_dimensionality::<Ix2>()
+            .expect("the network gives (N, classes)");
+        softmax(&scores.view())
+    });
+    let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
+    if views.is_empty() {
+        return Array2::zeros((0, 0));
+    }
+    ndarray::concatenate(Axis(0), &views).expect("every chunk has the class count")
 }
 
 /// Runs `net` (inference mode) over all of `data` on `threads` threads.

@@ -50,6 +50,7 @@ pub mod kernels;
 pub mod layers;
 pub mod models;
 mod network;
+pub mod onnx;
 pub mod optim;
 #[doc(hidden)]
 pub mod parallel;

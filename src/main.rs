@@ -32,6 +32,8 @@ enum Command {
     /// Accuracy, loss, per-class accuracy and confusion matrix of a saved model on the test
     /// set.
     Eval(cmd::eval::EvalArgs),
+    /// Write a saved model as an ONNX file (for ONNX Runtime, Netron, PyTorch).
+    Export(cmd::export::ExportArgs),
     /// The top three classes of digit images (PNG, JPEG, PGM) by a saved model.
     Predict(cmd::predict::PredictArgs),
     /// Draw a run's learning curves and confusion matrix (SVG and PNG).
@@ -51,6 +53,7 @@ fn main() -> ExitCode {
         }
         Command::CompareInit(args) => cmd::compare::run(args, cmd::compare::Contest::Init),
         Command::Eval(args) => cmd::eval::run(args),
+        Command::Export(args) => cmd::export::run(args),
         Command::Predict(args) => cmd::predict::run(args),
         Command::Plot(args) => cmd::plot::run(args),
         Command::Bench(args) => cmd::bench::run(args),

@@ -3,13 +3,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use backprop::Network;
 use backprop::checkpoint::SavedFile;
-use common::{scratch_dir, small_data};
+use common::{python_with, scratch_dir, small_data};
 
 fn backprop(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_backprop"))
@@ -399,11 +399,6 @@ fn the_reference_flag_trains_on_the_books_code_and_is_recorded() {
     assert!((book - fast).abs() < 0.02, "book {book}, fast {fast}");
 }
 
-/// The Python that has `safetensors` and NumPy: $BACKPROP_PYTHON, else python3.
-fn python() -> PathBuf {
-    std::env::var_os("BACKPROP_PYTHON").map_or_else(|| "python3".into(), PathBuf::from)
-}
-
 #[test]
 fn python_reads_the_weights_and_predicts_as_we_do() {
     let data = small_data("runs-python");
@@ -420,23 +415,10 @@ fn python_reads_the_weights_and_predicts_as_we_do() {
     ]));
     let model = dir.join("last.safetensors");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/forward_pass.py");
-    let probe = Command::new(python())
-        .args(["-c", "import numpy, safetensors"])
-        .output();
-    if !probe.is_ok_and(|o| o.status.success()) {
-        // CI installs them and sets BACKPROP_REQUIRE_PYTHON: there this fails
-        assert!(
-            std::env::var_os("BACKPROP_REQUIRE_PYTHON").is_none(),
-            "{} cannot import numpy and safetensors",
-            python().display()
-        );
-        eprintln!(
-            "SKIPPED: {} lacks numpy or safetensors (pip install numpy safetensors)",
-            python().display()
-        );
+    let Some(python) = python_with("numpy, safetensors") else {
         return;
-    }
-    let out = Command::new(python())
+    };
+    let out = Command::new(python)
         .args([path(&script), path(&model), data.clone(), "100".into()])
         .output()
         .unwrap();

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use backprop::Error;
-use backprop::checkpoint::SavedFile;
+use backprop::checkpoint::{SavedFile, save_arrays};
 use backprop::data::Mnist;
-use backprop::evaluate::evaluate;
+use backprop::evaluate::{evaluate, probabilities};
 
 #[derive(clap::Args)]
 pub struct EvalArgs {
@@ -19,6 +19,11 @@ pub struct EvalArgs {
     /// Threads [default: all cores].
     #[arg(long)]
     threads: Option<usize>,
+    /// Also write every test image's class probabilities, `probabilities` (N, classes) in
+    /// the test set's order, to this safetensors file (to compare with ONNX Runtime or
+    /// PyTorch).
+    #[arg(long, value_name = "OUT.safetensors")]
+    probabilities: Option<PathBuf>,
 }
 
 pub fn run(args: EvalArgs) -> Result<ExitCode, Error> {
@@ -44,6 +49,10 @@ pub fn run(args: EvalArgs) -> Result<ExitCode, Error> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
     let e = evaluate(&net, &data.test, data.classes, threads);
+    if let Some(out) = &args.probabilities {
+        let p = probabilities(&net, &data.test, threads);
+        save_arrays(out, &[("probabilities", p.view().into_dyn())])?;
+    }
     println!("model: {}", args.model.display());
     println!(
         "test set: {} images; accuracy {:.4}, loss {:.4}",

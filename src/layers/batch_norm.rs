@@ -49,6 +49,12 @@ struct Cache<T> {
 }
 
 impl<T: Float> BatchNormalization<T> {
+    /// The eps of every batch normalization the description language builds, and so what
+    /// model files assume (the book's code writes `10e-7`, which is 1e-6).
+    pub const EPS: f64 = 1e-7;
+    /// The running statistics' momentum: the book's 0.9 (PyTorch's `momentum` is 1 - this).
+    pub const MOMENTUM: f64 = 0.9;
+
     /// γ = 1, β = 0, running mean 0 and variance 1, for `channels` features or channels; the
     /// book's momentum 0.9 and eps 1e-7.
     pub fn new(channels: usize) -> Self {
@@ -59,8 +65,8 @@ impl<T: Float> BatchNormalization<T> {
             dbeta: Array1::zeros(channels),
             running_mean: Array1::zeros(channels),
             running_var: Array1::ones(channels),
-            momentum: 0.9,
-            eps: 1e-7,
+            momentum: Self::MOMENTUM,
+            eps: Self::EPS,
             cache: None,
         }
     }

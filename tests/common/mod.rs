@@ -72,3 +72,28 @@ pub fn small_data(name: &str) -> String {
     write_dataset(&dir, &data.train.slice(0..2000), &data.test.slice(0..500));
     dir.to_string_lossy().into_owned()
 }
+
+/// The Python for the tests that run Python: $BACKPROP_PYTHON, else python3, if it imports
+/// `modules` (`"numpy, safetensors"`). Without them the test is skipped, saying so; where
+/// BACKPROP_REQUIRE_PYTHON is set (CI installs them) that is a failure instead.
+pub fn python_with(modules: &str) -> Option<PathBuf> {
+    let python =
+        std::env::var_os("BACKPROP_PYTHON").map_or_else(|| "python3".into(), PathBuf::from);
+    let probe = std::process::Command::new(&python)
+        .args(["-c", &format!("import {modules}")])
+        .output();
+    if probe.is_ok_and(|o| o.status.success()) {
+        return Some(python);
+    }
+    assert!(
+        std::env::var_os("BACKPROP_REQUIRE_PYTHON").is_none(),
+        "{} cannot import {modules}",
+        python.display()
+    );
+    eprintln!(
+        "SKIPPED: {} cannot import {modules} (pip install {})",
+        python.display(),
+        modules.replace(',', "")
+    );
+    None
+}
