@@ -6,33 +6,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-use common::{python_with, scratch_dir, small_data};
-
-fn backprop(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_backprop"))
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
-
-fn ok(out: &Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-fn repo(p: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(p)
-        .to_string_lossy()
-        .into_owned()
-}
+use common::{EVERY_LAYER, backprop, ok, python_with, repo, scratch_dir, small_data};
 
 /// Trains with `flags` on a slice of MNIST, exports, evaluates on the whole test set, and
 /// has ONNX Runtime run the export: returns (argmax mismatches, max probability difference).
@@ -134,25 +110,6 @@ fn deep_convnet() {
     ];
     assert_agrees("deep-cnn", &flags);
 }
-
-/// Every layer kind and option: strides and padding, pooling windows that overlap or do not
-/// divide the image (max padding over negative values, after tanh), batch norm per channel
-/// and per feature, dropout, affine on images and on flat values.
-const EVERY_LAYER: &str = "
-conv 8 3 pad=1
-batchnorm
-relu
-pool avg 3x2 stride=3
-conv 12 5x3 stride=2 pad=2
-tanh
-pool max 3 stride=2 pad=1
-pool avg 2 stride=1 pad=1
-affine 40
-batchnorm
-sigmoid
-dropout 0.3
-affine classes
-";
 
 #[test]
 fn a_stack_of_every_layer_and_option() {

@@ -4,33 +4,12 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use backprop::Network;
 use backprop::checkpoint::SavedFile;
-use common::{python_with, scratch_dir, small_data};
-
-fn backprop(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_backprop"))
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
-
-fn ok(out: &Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-fn path(p: &Path) -> String {
-    p.to_string_lossy().into_owned()
-}
+use common::{backprop, ok, path, python_with, scratch_dir, small_data};
 
 fn weight_bits(file: &Path) -> Vec<(String, Vec<u32>)> {
     let mut net: Network<f32> = SavedFile::read(file).unwrap().network().unwrap();

@@ -5,6 +5,7 @@
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use backprop::data::{Dataset, Mnist};
 
@@ -77,16 +78,27 @@ pub fn small_data(name: &str) -> String {
 /// `modules` (`"numpy, safetensors"`). Without them the test is skipped, saying so; where
 /// BACKPROP_REQUIRE_PYTHON is set (CI installs them) that is a failure instead.
 pub fn python_with(modules: &str) -> Option<PathBuf> {
-    let python =
-        std::env::var_os("BACKPROP_PYTHON").map_or_else(|| "python3".into(), PathBuf::from);
-    let probe = std::process::Command::new(&python)
+    python_for(modules, "BACKPROP_PYTHON", "BACKPROP_REQUIRE_PYTHON")
+}
+
+/// The Python with PyTorch: $BACKPROP_TORCH_PYTHON, else python3, if it imports `torch`
+/// and `modules`; skipped without, failed where BACKPROP_REQUIRE_TORCH is set. (CI leaves
+/// PyTorch out: with its CUDA libraries it is a download of gigabytes.)
+pub fn torch_python(modules: &str) -> Option<PathBuf> {
+    let modules = format!("torch, {modules}");
+    python_for(&modules, "BACKPROP_TORCH_PYTHON", "BACKPROP_REQUIRE_TORCH")
+}
+
+fn python_for(modules: &str, python_var: &str, require_var: &str) -> Option<PathBuf> {
+    let python = std::env::var_os(python_var).map_or_else(|| "python3".into(), PathBuf::from);
+    let probe = Command::new(&python)
         .args(["-c", &format!("import {modules}")])
         .output();
     if probe.is_ok_and(|o| o.status.success()) {
         return Some(python);
     }
     assert!(
-        std::env::var_os("BACKPROP_REQUIRE_PYTHON").is_none(),
+        std::env::var_os(require_var).is_none(),
         "{} cannot import {modules}",
         python.display()
     );
@@ -97,3 +109,51 @@ pub fn python_with(modules: &str) -> Option<PathBuf> {
     );
     None
 }
+
+/// Runs the `backprop` binary with `args`.
+pub fn backprop(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_backprop"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+/// The stdout of a run that must have succeeded (else its output, in the panic).
+pub fn ok(out: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// A path as a string argument.
+pub fn path(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+/// A path in the repository, as a string argument.
+pub fn repo(p: &str) -> String {
+    path(&Path::new(env!("CARGO_MANIFEST_DIR")).join(p))
+}
+
+/// A layer description of every layer kind and option: strides and padding, pooling windows
+/// that overlap or do not divide the image (max padding over negative values, after tanh),
+/// batch norm per channel and per feature, dropout, affine on images and on flat values.
+pub const EVERY_LAYER: &str = "
+conv 8 3 pad=1
+batchnorm
+relu
+pool avg 3x2 stride=3
+conv 12 5x3 stride=2 pad=2
+tanh
+pool max 3 stride=2 pad=1
+pool avg 2 stride=1 pad=1
+affine 40
+batchnorm
+sigmoid
+dropout 0.3
+affine classes
+";
