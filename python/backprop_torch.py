@@ -169,7 +169,8 @@ def read(path):
 
 def write(path, info, tensors):
     """Writes a backprop model file (whole, or not at all)."""
-    meta = {MODEL_KEY: json.dumps({k: info[k] for k in ("input", "classes", "layers")})}
+    keys = ("input", "classes", "layers", "class_names")
+    meta = {MODEL_KEY: json.dumps({k: info[k] for k in keys if k in info})}
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
         save_file(tensors, tmp, metadata=meta)

@@ -37,6 +37,10 @@ pub struct ModelInfo {
     pub classes: usize,
     /// The layers, one [`crate::describe`] line each.
     pub layers: String,
+    /// What the classes are called (`T-shirt/top`, ...); empty for files written without
+    /// them, whose classes are the digits.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub class_names: Vec<String>,
 }
 
 impl ModelInfo {
@@ -46,7 +50,22 @@ impl ModelInfo {
             input,
             classes,
             layers: net.description(),
+            class_names: Vec::new(),
         }
+    }
+
+    /// The same, with the classes' names.
+    pub fn with_class_names(mut self, names: &[String]) -> ModelInfo {
+        self.class_names = names.to_vec();
+        self
+    }
+
+    /// The name of class `k`: its own, else the digit.
+    pub fn class_name(&self, k: usize) -> String {
+        self.class_names
+            .get(k)
+            .cloned()
+            .unwrap_or_else(|| k.to_string())
     }
 
     /// A network of this shape with weights to be loaded (drawn here from a fixed seed).

@@ -17,6 +17,92 @@ pub struct Grey {
     pub pixels: Vec<f32>,
 }
 
+/// An image as it is stored, 8 bits a sample: grey (1 channel) or RGB (3), interleaved, rows
+/// top to bottom; transparency already laid over white.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Picture {
+    pub width: usize,
+    pub height: usize,
+    pub channels: usize,
+    pub data: Vec<u8>,
+}
+
+impl Picture {
+    /// True when some pixel's red, green and blue differ.
+    pub fn is_colour(&self) -> bool {
+        self.channels == 3
+            && self
+                .data
+                .chunks_exact(3)
+                .any(|p| p[0] != p[1] || p[1] != p[2])
+    }
+}
+
+/// Reads a PNG, JPEG or PGM file as a [`Picture`], in its own colours (grey or RGB).
+pub fn load_picture(path: &Path) -> Result<Picture> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bad = |what: String| Error::file(path, what);
+    let picture = if bytes.starts_with(b"\x89PNG") {
+        png_picture(&bytes).map_err(|e| bad(format!("unreadable PNG: {e}")))?
+    } else if bytes.starts_with(&[0xFF, 0xD8]) {
+        use zune_jpeg::zune_core::colorspace::ColorSpace;
+        let (width, height, data) = jpeg_samples(&bytes, ColorSpace::RGB)
+            .map_err(|e| bad(format!("unreadable JPEG: {e}")))?;
+        Picture {
+            width,
+            height,
+            channels: 3,
+            data,
+        }
+    } else if bytes.starts_with(b"P5") || bytes.starts_with(b"P2") {
+        let grey = pgm_grey(&bytes).map_err(|e| bad(format!("unreadable PGM: {e}")))?;
+        Picture {
+            width: grey.width,
+            height: grey.height,
+            channels: 1,
+            data: grey
+                .pixels
+                .iter()
+                .map(|&v| (v * 255.0).round() as u8)
+                .collect(),
+        }
+    } else {
+        return Err(bad("not a PNG, JPEG or PGM image".into()));
+    };
+    if picture.width == 0 || picture.height == 0 {
+        return Err(bad("the image is empty".into()));
+    }
+    Ok(picture)
+}
+
+/// A PNG as grey or RGB, its alpha (if any) laid over white.
+fn png_picture(bytes: &[u8]) -> std::result::Result<Picture, String> {
+    let (width, height, samples, data) = png_samples(bytes)?;
+    let over_white =
+        |v: u8, a: u8| ((v as u32 * a as u32 + 255 * (255 - a as u32) + 127) / 255) as u8;
+    let (channels, data) = match samples {
+        1 | 3 => (samples, data),
+        2 => (
+            1,
+            data.chunks_exact(2)
+                .map(|p| over_white(p[0], p[1]))
+                .collect(),
+        ),
+        _ => (
+            3,
+            data.chunks_exact(4)
+                .flat_map(|p| [0, 1, 2].map(|c| over_white(p[c], p[3])))
+                .collect(),
+        ),
+    };
+    Ok(Picture {
+        width,
+        height,
+        channels,
+        data,
+    })
+}
+
 /// Reads a PNG, JPEG or PGM (P2 or P5) file as grey; the format is told by its first bytes.
 pub fn load(path: &Path) -> Result<Grey> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
@@ -36,7 +122,8 @@ pub fn load(path: &Path) -> Result<Grey> {
     Ok(img)
 }
 
-fn png_grey(bytes: &[u8]) -> std::result::Result<Grey, String> {
+/// A PNG's samples, 8 bits each: (width, height, samples a pixel (1 to 4), the samples).
+fn png_samples(bytes: &[u8]) -> std::result::Result<(usize, usize, usize, Vec<u8>), String> {
     let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
     decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
     let mut reader = decoder.read_info().map_err(|e| e.to_string())?;
@@ -47,10 +134,18 @@ fn png_grey(bytes: &[u8]) -> std::result::Result<Grey, String> {
     let frame = reader.next_frame(&mut buf).map_err(|e| e.to_string())?;
     let (w, h) = (frame.width as usize, frame.height as usize);
     let channels = frame.color_type.samples();
-    let data = &buf[..frame.buffer_size()];
+    buf.truncate(frame.buffer_size());
+    if buf.len() < w * h * channels {
+        return Err("pixel data is short".into());
+    }
+    buf.truncate(w * h * channels);
+    Ok((w, h, channels, buf))
+}
+
+fn png_grey(bytes: &[u8]) -> std::result::Result<Grey, String> {
+    let (w, h, channels, data) = png_samples(bytes)?;
     let pixels = data
         .chunks_exact(channels)
-        .take(w * h)
         .map(|p| {
             let grey = match channels {
                 1 | 2 => p[0] as f32,
@@ -65,9 +160,6 @@ fn png_grey(bytes: &[u8]) -> std::result::Result<Grey, String> {
             (grey * alpha + 255.0 * (1.0 - alpha)) / 255.0
         })
         .collect::<Vec<f32>>();
-    if pixels.len() != w * h {
-        return Err("pixel data is short".into());
-    }
     Ok(Grey {
         width: w,
         height: h,
@@ -75,22 +167,33 @@ fn png_grey(bytes: &[u8]) -> std::result::Result<Grey, String> {
     })
 }
 
-fn jpeg_grey(bytes: &[u8]) -> std::result::Result<Grey, String> {
-    use zune_jpeg::zune_core::colorspace::ColorSpace;
+/// A JPEG decoded into `space` (Luma or RGB): (width, height, the samples).
+fn jpeg_samples(
+    bytes: &[u8],
+    space: zune_jpeg::zune_core::colorspace::ColorSpace,
+) -> std::result::Result<(usize, usize, Vec<u8>), String> {
     use zune_jpeg::zune_core::options::DecoderOptions;
-    let options = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::Luma);
+    let options = DecoderOptions::default().jpeg_set_out_colorspace(space);
     let mut decoder =
         zune_jpeg::JpegDecoder::new_with_options(std::io::Cursor::new(bytes), options);
-    let data = decoder.decode().map_err(|e| format!("{e:?}"))?;
+    let mut data = decoder.decode().map_err(|e| format!("{e:?}"))?;
     let info = decoder.info().ok_or("no image information")?;
     let (w, h) = (info.width as usize, info.height as usize);
-    if data.len() < w * h {
+    let n = w * h * space.num_components();
+    if data.len() < n {
         return Err("pixel data is short".into());
     }
+    data.truncate(n);
+    Ok((w, h, data))
+}
+
+fn jpeg_grey(bytes: &[u8]) -> std::result::Result<Grey, String> {
+    use zune_jpeg::zune_core::colorspace::ColorSpace;
+    let (w, h, data) = jpeg_samples(bytes, ColorSpace::Luma)?;
     Ok(Grey {
         width: w,
         height: h,
-        pixels: data[..w * h].iter().map(|&v| v as f32 / 255.0).collect(),
+        pixels: data.iter().map(|&v| v as f32 / 255.0).collect(),
     })
 }
 

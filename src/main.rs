@@ -29,6 +29,8 @@ enum Command {
     /// Train with std 0.01, Xavier and He initial weights side by side (the book's
     /// weight_init_compare.py).
     CompareInit(cmd::compare::CompareArgs),
+    /// What a data set holds: counts, classes, shape, pixel statistics, files left out.
+    Data(cmd::data::DataArgs),
     /// Accuracy, loss, per-class accuracy and confusion matrix of a saved model on the test
     /// set.
     Eval(cmd::eval::EvalArgs),
@@ -52,6 +54,7 @@ fn main() -> ExitCode {
             cmd::compare::run(args, cmd::compare::Contest::Optimizers)
         }
         Command::CompareInit(args) => cmd::compare::run(args, cmd::compare::Contest::Init),
+        Command::Data(args) => cmd::data::run(args),
         Command::Eval(args) => cmd::eval::run(args),
         Command::Export(args) => cmd::export::run(args),
         Command::Predict(args) => cmd::predict::run(args),

@@ -15,7 +15,7 @@ fn slice() -> Mnist {
     Mnist {
         train: data.train.slice(0..2000),
         test: data.test.slice(0..500),
-        classes: data.classes,
+        ..data
     }
 }
 

@@ -14,7 +14,7 @@ fn slice() -> Mnist {
     Mnist {
         train: data.train.slice(0..5000),
         test: data.test.slice(0..1000),
-        classes: data.classes,
+        ..data
     }
 }
 

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use backprop::Error;
 use backprop::checkpoint::{SavedFile, save_arrays};
 use backprop::data::Mnist;
-use backprop::evaluate::{evaluate, probabilities};
+use backprop::evaluate::{Evaluation, evaluate, probabilities};
 
 #[derive(clap::Args)]
 pub struct EvalArgs {
@@ -29,17 +29,16 @@ pub struct EvalArgs {
 pub fn run(args: EvalArgs) -> Result<ExitCode, Error> {
     let saved = SavedFile::read(&args.model)?;
     let net = saved.network()?;
-    let data = Mnist::load(&args.data)?;
+    let data = Mnist::load_for_input(&args.data, saved.info.input)?;
     let [c, h, w] = saved.info.input;
-    if (c, h, w) != (1, data.test.rows(), data.test.cols()) || saved.info.classes != data.classes {
+    let (dc, dh, dw) = data.test.shape();
+    if (c, h, w) != (dc, dh, dw) || saved.info.classes != data.classes {
         return Err(Error::file(
             &args.model,
             format!(
-                "the model takes {c}x{h}x{w} images of {} classes, the data in {} has 1x{}x{} of {}",
+                "the model takes {c}x{h}x{w} images of {} classes, the data in {} has {dc}x{dh}x{dw} of {}",
                 saved.info.classes,
                 args.data.display(),
-                data.test.rows(),
-                data.test.cols(),
                 data.classes
             ),
         ));
@@ -58,21 +57,37 @@ pub fn run(args: EvalArgs) -> Result<ExitCode, Error> {
         "test set: {} images; accuracy {:.4}, loss {:.4}",
         e.samples, e.accuracy, e.loss
     );
+    let names = if saved.info.class_names.is_empty() {
+        data.class_names.clone()
+    } else {
+        saved.info.class_names.clone()
+    };
+    print_tables(&e, &names);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The per-class accuracy and the confusion matrix, classes by name (columns by index).
+fn print_tables(e: &Evaluation, names: &[String]) {
+    let width = names.iter().map(|n| n.len()).max().unwrap_or(1).max(5);
     println!();
-    println!("class  samples  accuracy");
+    println!("{:>width$}  samples  accuracy", "class");
     for (k, acc) in e.per_class().iter().enumerate() {
         let n: usize = e.confusion[k].iter().sum();
-        println!("{k:>5}  {n:>7}  {acc:>8.4}");
+        println!("{:>width$}  {n:>7}  {acc:>8.4}", names[k]);
     }
     println!();
-    println!("confusion matrix (rows: true class, columns: predicted)");
-    print!("      ");
-    (0..data.classes).for_each(|p| print!("{p:>6}"));
+    println!("confusion matrix (rows: true class, columns: predicted, by index)");
+    let label = |t: usize| match &names[t] {
+        name if *name == t.to_string() => name.clone(),
+        name => format!("{name} {t}"),
+    };
+    let width = width + 4;
+    print!("{:>width$}", "");
+    (0..names.len()).for_each(|p| print!("{p:>6}"));
     println!();
     for (t, row) in e.confusion.iter().enumerate() {
-        print!("{t:>6}");
+        print!("{:>width$}", label(t));
         row.iter().for_each(|n| print!("{n:>6}"));
         println!();
     }
-    Ok(ExitCode::SUCCESS)
 }

@@ -102,30 +102,38 @@ pub fn read(path: &Path) -> Result<Vec<Row>, Error> {
         .collect()
 }
 
-/// `confusion.csv`: a header of predicted classes, then one row per true class.
-pub fn write_confusion(path: &Path, confusion: &[Vec<usize>]) -> Result<(), Error> {
-    let k = confusion.len();
+/// `confusion.csv`: a header of predicted classes, then one row per true class, each class
+/// by its name (commas in a name become spaces).
+pub fn write_confusion(
+    path: &Path,
+    confusion: &[Vec<usize>],
+    names: &[String],
+) -> Result<(), Error> {
+    let name = |k: usize| names.get(k).map_or(k.to_string(), |n| n.replace(',', " "));
     let mut text = String::from("true\\predicted");
-    (0..k).for_each(|p| text.push_str(&format!(",{p}")));
+    (0..confusion.len()).for_each(|p| text.push_str(&format!(",{}", name(p))));
     text.push('\n');
     for (t, row) in confusion.iter().enumerate() {
-        text.push_str(&t.to_string());
+        text.push_str(&name(t));
         row.iter().for_each(|c| text.push_str(&format!(",{c}")));
         text.push('\n');
     }
     write_atomic(path, text.as_bytes())
 }
 
-/// Reads `confusion.csv` back: a square matrix of counts.
-pub fn read_confusion(path: &Path) -> Result<Vec<Vec<usize>>, Error> {
+/// Reads `confusion.csv` back: the class names (the first column) and a square matrix of
+/// counts.
+pub fn read_confusion(path: &Path) -> Result<(Vec<String>, Vec<Vec<usize>>), Error> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let mut names = Vec::new();
     let rows: Vec<Vec<usize>> = text
         .lines()
         .skip(1)
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
-            l.split(',')
-                .skip(1)
+            let mut cells = l.split(',');
+            names.push(cells.next().unwrap_or("").trim().to_string());
+            cells
                 .map(|c| c.trim().parse::<usize>())
                 .collect::<Result<Vec<_>, _>>()
         })
@@ -134,5 +142,5 @@ pub fn read_confusion(path: &Path) -> Result<Vec<Vec<usize>>, Error> {
     if rows.is_empty() || rows.iter().any(|r| r.len() != rows.len()) {
         return Err(Error::file(path, "not a square confusion matrix"));
     }
-    Ok(rows)
+    Ok((names, rows))
 }

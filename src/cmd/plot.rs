@@ -89,11 +89,12 @@ pub fn plot_run(dir: &Path) -> Result<Vec<PathBuf>, Error> {
     )?;
     let confusion = dir.join("confusion.csv");
     if confusion.exists() {
-        let counts = metrics::read_confusion(&confusion)?;
+        let (labels, counts) = metrics::read_confusion(&confusion)?;
         save(
             "confusion",
             render_heatmap(&Heatmap {
                 title: "test set: true class (rows) vs predicted (columns)".into(),
+                labels,
                 counts,
             }),
         )?;

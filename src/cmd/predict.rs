@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use backprop::Error;
 use backprop::checkpoint::SavedFile;
-use backprop::image::{load, mnist_like};
+use backprop::data::folder::prepare;
+use backprop::image::{load, load_picture, mnist_like};
 use backprop::layers::softmax;
 use ndarray::{Array2, Ix2};
 
@@ -13,7 +14,9 @@ use ndarray::{Array2, Ix2};
 pub struct PredictArgs {
     /// A model or checkpoint file (.safetensors) saved by `backprop train --save`.
     model: PathBuf,
-    /// PNG, JPEG or PGM images of one digit each, any size, dark on light or light on dark.
+    /// PNG, JPEG or PGM images, any size: for a digit model one digit each, dark on light or
+    /// light on dark (prepared as MNIST's digits); for other classes, resized to the model's
+    /// input as its data set's images were.
     #[arg(required = true)]
     images: Vec<PathBuf>,
 }
@@ -22,18 +25,20 @@ pub fn run(args: PredictArgs) -> Result<ExitCode, Error> {
     let saved = SavedFile::read(&args.model)?;
     let net = saved.network()?;
     let [c, h, w] = saved.info.input;
-    if c != 1 {
-        return Err(Error::file(
-            &args.model,
-            format!("the model takes {c}-channel images; predict reads grey images"),
-        ));
-    }
+    // digits are prepared as MNIST's were; other classes as their data set's images were
+    let digits = saved.info.class_names.is_empty()
+        || saved.info.class_names == backprop::data::classes::digits(saved.info.classes);
     // all images first: a bad file is reported before any prediction
-    let mut rows = Vec::with_capacity(args.images.len() * h * w);
+    let mut rows = Vec::with_capacity(args.images.len() * c * h * w);
     for path in &args.images {
-        rows.extend(mnist_like(&load(path)?, h, w));
+        if digits && c == 1 {
+            rows.extend(mnist_like(&load(path)?, h, w));
+        } else {
+            let bytes = prepare(&load_picture(path)?, (h, w), c);
+            rows.extend(bytes.iter().map(|&b| b as f32 / 255.0));
+        }
     }
-    let x = Array2::from_shape_vec((args.images.len(), h * w), rows).expect("one row an image");
+    let x = Array2::from_shape_vec((args.images.len(), c * h * w), rows).expect("one row an image");
     let scores = net
         .predict(x)
         .into_dimensionality::<Ix2>()
@@ -45,7 +50,7 @@ pub fn run(args: PredictArgs) -> Result<ExitCode, Error> {
         let top: Vec<String> = ranked
             .iter()
             .take(3)
-            .map(|(k, q)| format!("{k} ({:.1}%)", 100.0 * q))
+            .map(|&(k, q)| format!("{} ({:.1}%)", saved.info.class_name(k), 100.0 * q))
             .collect();
         println!("{}: {}", path.display(), top.join(", "));
     }

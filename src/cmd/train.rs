@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use backprop::checkpoint::{self, ModelInfo, SavedFile, save_checkpoint, write_atomic};
 use backprop::data::Mnist;
+use backprop::data::folder::FolderOptions;
 use backprop::evaluate::evaluate;
 use backprop::train::{
     self, EpochReport, Length, Model, Observer, Progress, Sampling, Schedule, Summary, TrainConfig,
@@ -25,9 +26,17 @@ use super::{json_number, metrics, plot_run};
 #[command(allow_negative_numbers = true)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct TrainArgs {
-    /// Directory with the four MNIST IDX files (gzip or raw) [default: data/mnist].
+    /// The data: a directory of the four IDX files (gzip or raw), `fashion` for
+    /// Fashion-MNIST, or a folder of class subfolders of images [default: data/mnist].
     #[arg(long)]
     data: Option<PathBuf>,
+    /// An image folder's images resized to N x N (or HxW) [default: all one size].
+    #[arg(long, value_name = "N|HxW")]
+    image_size: Option<String>,
+    /// An image folder's images as 1 (grey) or 3 (RGB) channels [default: 3 if any has
+    /// colour].
+    #[arg(long)]
+    channels: Option<usize>,
     /// two-layer (the book's TwoLayerNet), mlp (MultiLayerNet: any depth, batch norm,
     /// dropout), simple-cnn (SimpleConvNet, ch. 7) or deep-cnn (DeepConvNet, ch. 8)
     /// [default: two-layer].
@@ -153,6 +162,8 @@ impl TrainArgs {
         };
         TrainArgs {
             data: self.data.or(file.data),
+            image_size: self.image_size.or(file.image_size),
+            channels: self.channels.or(file.channels),
             model: self.model.or(file.model),
             layers: self.layers.or(file.layers),
             layer_description: self.layer_description.or(file.layer_description),
@@ -300,6 +311,8 @@ impl TrainArgs {
         };
         TrainArgs {
             data: Some(self.data_dir()),
+            image_size: self.image_size.clone(),
+            channels: self.channels,
             model: Some(
                 match cfg.model {
                     Model::TwoLayer => "two-layer",
@@ -353,6 +366,19 @@ impl TrainArgs {
     fn data_dir(&self) -> PathBuf {
         self.data.clone().unwrap_or_else(|| "data/mnist".into())
     }
+
+    /// How an image folder's images are prepared (`--image-size`, `--channels`).
+    fn folder_options(&self) -> Result<FolderOptions, Error> {
+        let size = self
+            .image_size
+            .as_deref()
+            .map(|s| super::data::parse_size(s, "--image-size"))
+            .transpose()?;
+        Ok(FolderOptions {
+            size,
+            channels: self.channels,
+        })
+    }
 }
 
 /// The settings: flags over the `--config` file over the resumed checkpoint's.
@@ -387,7 +413,8 @@ pub fn run(args: TrainArgs) -> Result<ExitCode, Error> {
     let (settings, resumed) = settings(&args)?;
     let cfg = settings.config()?;
     let data_dir = settings.data_dir();
-    let data = Mnist::load(&data_dir)?;
+    let data = Mnist::load_with(&data_dir, &settings.folder_options()?)?;
+    super::data::report_skipped(&data);
     let say = |line: String| {
         if !args.quiet {
             println!("{line}");
@@ -407,7 +434,8 @@ pub fn run(args: TrainArgs) -> Result<ExitCode, Error> {
             saved.iteration()
         ));
     }
-    let input = [1, data.train.rows(), data.train.cols()];
+    let (c, h, w) = data.train.shape();
+    let input = [c, h, w];
     let mut observer = CliObserver {
         quiet: args.quiet,
         bar: (!args.quiet && std::io::stderr().is_terminal()).then(Bar::new),
@@ -416,6 +444,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode, Error> {
         save_dir: save_dir.clone(),
         input,
         classes: data.classes,
+        class_names: data.class_names.clone(),
         config: config_toml.clone(),
     };
     let restore = |state: &mut train::TrainState| match &resumed {
@@ -424,7 +453,8 @@ pub fn run(args: TrainArgs) -> Result<ExitCode, Error> {
     };
     let run = train::train_with(&cfg, &data, restore, &mut observer)?;
     let mut state = run.state;
-    let info = ModelInfo::of(&state.network, input, data.classes);
+    let info =
+        ModelInfo::of(&state.network, input, data.classes).with_class_names(&data.class_names);
     let last = save_dir.as_ref().map(|dir| dir.join("last.safetensors"));
     if let Some(last) = &last {
         save_checkpoint(last, &mut state, &info, &config_toml)?;
@@ -443,7 +473,8 @@ pub fn run(args: TrainArgs) -> Result<ExitCode, Error> {
     };
     // the test set's confusion matrix, for `backprop eval` figures and the plot
     let eval = evaluate(&state.network, &data.test, data.classes, cfg.threads);
-    metrics::write_confusion(&run_dir.join("confusion.csv"), &eval.confusion)?;
+    let confusion = run_dir.join("confusion.csv");
+    metrics::write_confusion(&confusion, &eval.confusion, &data.class_names)?;
     let val = s
         .validation_accuracy
         .map_or(String::new(), |v| format!(", validation accuracy {v:.4}"));
@@ -463,15 +494,24 @@ pub fn run(args: TrainArgs) -> Result<ExitCode, Error> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `: T-shirt/top, Trouser, ...` for named classes; nothing for the digits.
+fn named_classes(names: &[String]) -> String {
+    if *names == backprop::data::classes::digits(names.len()) {
+        String::new()
+    } else {
+        format!(": {}", names.join(", "))
+    }
+}
+
 /// The run's first lines: the data, the model, the training.
 fn announce(cfg: &TrainConfig, data: &Mnist, data_dir: &Path, say: &dyn Fn(String)) {
     say(format!(
-        "data: {} training and {} test images of {}x{}, {} classes ({})",
+        "data: {} training and {} test images of {}, {} classes{} ({})",
         data.train.len(),
         data.test.len(),
-        data.train.rows(),
-        data.train.cols(),
+        super::data::shape_text(data.train.shape()),
         data.classes,
+        named_classes(&data.class_names),
         data_dir.display()
     ));
     say(format!(
@@ -526,6 +566,7 @@ struct CliObserver {
     save_dir: Option<PathBuf>,
     input: [usize; 3],
     classes: usize,
+    class_names: Vec<String>,
     config: String,
 }
 
@@ -545,7 +586,8 @@ impl Observer for CliObserver {
         }
         self.metrics.row(r)?;
         if let Some(dir) = &self.save_dir {
-            let info = ModelInfo::of(&state.network, self.input, self.classes);
+            let info = ModelInfo::of(&state.network, self.input, self.classes)
+                .with_class_names(&self.class_names);
             let elapsed = std::mem::replace(&mut state.elapsed_s, r.elapsed_s);
             save_checkpoint(&dir.join("last.safetensors"), state, &info, &self.config)?;
             let watched = r.validation_accuracy.unwrap_or(r.test_accuracy);

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use ndarray::Array2;
 
+use super::folder::FolderOptions;
 use super::idx::{check_labels, read_images, read_labels};
 use crate::Float;
 use crate::error::{Error, Result};
@@ -22,8 +23,9 @@ pub const TEST_LABELS: &str = "t10k-labels-idx1-ubyte";
 /// Images and their labels, as bytes, with an index of each image's inked (non-zero) pixels.
 #[derive(Clone, Debug)]
 pub struct Dataset {
-    images: Vec<u8>, // (len, rows·cols)
+    images: Vec<u8>, // (len, channels·rows·cols), each image's channels one after another
     labels: Vec<u8>, // (len)
+    channels: usize,
     rows: usize,
     cols: usize,
     ink: Option<InkIndex>, // None for images of more than 65536 pixels
@@ -45,22 +47,42 @@ pub struct Mnist {
     pub test: Dataset,
     /// Number of classes: one more than the largest training label.
     pub classes: usize,
+    /// What the classes are called, `classes` of them ([`super::classes::class_names`]).
+    pub class_names: Vec<String>,
+    /// The files of an image folder that were left out, and why (empty for IDX files).
+    pub skipped: Vec<super::folder::Skipped>,
 }
 
 impl Dataset {
-    /// A data set of `labels.len()` images of `rows x cols` bytes, row-major in `images`.
+    /// A data set of `labels.len()` grey images of `rows x cols` bytes, row-major in
+    /// `images`.
     pub fn new(images: Vec<u8>, labels: Vec<u8>, rows: usize, cols: usize) -> Result<Dataset> {
-        if rows * cols == 0 || images.len() != labels.len() * rows * cols {
+        Self::with_channels(images, labels, 1, rows, cols)
+    }
+
+    /// A data set of `labels.len()` images of `channels x rows x cols` bytes (each channel
+    /// a row-major plane, as a convolution takes them).
+    pub fn with_channels(
+        images: Vec<u8>,
+        labels: Vec<u8>,
+        channels: usize,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Dataset> {
+        let d = channels.checked_mul(rows).and_then(|n| n.checked_mul(cols));
+        if d.is_none_or(|d| d == 0 || labels.len().checked_mul(d) != Some(images.len())) {
             return Err(Error::Data(format!(
-                "{} image bytes do not make {} images of {rows}x{cols}",
+                "{} image bytes do not make {} images of {channels}x{rows}x{cols}",
                 images.len(),
                 labels.len()
             )));
         }
-        let ink = (rows * cols <= 1 << 16).then(|| InkIndex::new(&images, rows * cols));
+        let d = channels * rows * cols;
+        let ink = (d <= 1 << 16).then(|| InkIndex::new(&images, d));
         Ok(Dataset {
             images,
             labels,
+            channels,
             rows,
             cols,
             ink,
@@ -77,6 +99,16 @@ impl Dataset {
         self.labels.is_empty()
     }
 
+    /// Channels per image: 1 grey, 3 RGB.
+    pub fn channels(&self) -> usize {
+        self.channels
+    }
+
+    /// One image's shape, (C, H, W).
+    pub fn shape(&self) -> (usize, usize, usize) {
+        (self.channels, self.rows, self.cols)
+    }
+
     /// Image height.
     pub fn rows(&self) -> usize {
         self.rows
@@ -87,12 +119,12 @@ impl Dataset {
         self.cols
     }
 
-    /// Pixels per image (the network's input size): rows · cols.
+    /// Values per image (the network's input size): channels · rows · cols.
     pub fn input_size(&self) -> usize {
-        self.rows * self.cols
+        self.channels * self.rows * self.cols
     }
 
-    /// All images, (len, rows·cols) bytes, 0 = background.
+    /// All images, (len, channels·rows·cols) bytes, 0 = background.
     pub fn images(&self) -> &[u8] {
         &self.images
     }
@@ -107,7 +139,8 @@ impl Dataset {
     pub fn slice(&self, range: Range<usize>) -> Dataset {
         let d = self.input_size();
         let images = self.images[range.start * d..range.end * d].to_vec();
-        Dataset::new(images, self.labels[range].to_vec(), self.rows, self.cols)
+        let (c, h, w) = self.shape();
+        Dataset::with_channels(images, self.labels[range].to_vec(), c, h, w)
             .expect("a slice of a valid data set")
     }
 
@@ -121,7 +154,8 @@ impl Dataset {
             .copied()
             .collect();
         let labels = indices.iter().map(|&i| self.labels[i]).collect();
-        Dataset::new(images, labels, self.rows, self.cols).expect("a subset of a valid data set")
+        let (c, h, w) = self.shape();
+        Dataset::with_channels(images, labels, c, h, w).expect("a subset of a valid data set")
     }
 
     /// The samples at `indices` as a (batch, rows·cols) matrix of pixels scaled to [0, 1]
@@ -241,13 +275,54 @@ pub(crate) fn pixel_table<T: Float>() -> [T; 256] {
 }
 
 impl Mnist {
-    /// Loads the four IDX files from `dir` and checks that they agree with each other.
+    /// Loads the four IDX files from `dir` (or, for `fashion`, from Fashion-MNIST's
+    /// installed folder: [`super::classes::resolve`]) and checks that they agree; or, for a
+    /// folder of class subfolders, its images as they are ([`super::folder`]).
     pub fn load(dir: &Path) -> Result<Mnist> {
+        Self::load_with(dir, &FolderOptions::default())
+    }
+
+    /// [`Mnist::load`], an image folder's images prepared for a model that takes
+    /// `input = [C, H, W]`.
+    pub fn load_for_input(dir: &Path, input: [usize; 3]) -> Result<Mnist> {
+        let resolved = super::classes::resolve(dir)?;
+        if find(&resolved, TRAIN_IMAGES).is_err() && super::folder::is_image_folder(&resolved) {
+            let [c, h, w] = input;
+            let options = FolderOptions {
+                size: Some((h, w)),
+                channels: Some(c),
+            };
+            return Self::load_with(dir, &options);
+        }
+        Self::load(dir)
+    }
+
+    /// [`Mnist::load`], an image folder's images prepared as `options` say.
+    pub fn load_with(dir: &Path, options: &FolderOptions) -> Result<Mnist> {
+        let dir = &super::classes::resolve(dir)?;
         if !dir.is_dir() {
             return Err(Error::Io {
                 path: dir.to_path_buf(),
                 source: io::Error::new(io::ErrorKind::NotFound, "data directory not found"),
             });
+        }
+        let has_idx = find(dir, TRAIN_IMAGES).is_ok();
+        if !has_idx && super::folder::is_image_folder(dir) {
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let f = super::folder::load_folder(dir, options, threads)?;
+            return Ok(Mnist {
+                classes: f.class_names.len(),
+                train: f.train,
+                test: f.test,
+                class_names: f.class_names,
+                skipped: f.skipped,
+            });
+        }
+        if *options != FolderOptions::default() {
+            return Err(Error::Config(format!(
+                "{}: --image-size and --channels apply to folders of images, not IDX files",
+                dir.display()
+            )));
         }
         let train = load_pair(dir, TRAIN_IMAGES, TRAIN_LABELS, None)?;
         let classes = train
@@ -257,7 +332,7 @@ impl Mnist {
             .max()
             .unwrap_or(0);
         let test = load_pair(dir, TEST_IMAGES, TEST_LABELS, Some(classes))?;
-        if (test.rows, test.cols) != (train.rows, train.cols) {
+        if test.shape() != train.shape() {
             return Err(Error::Data(format!(
                 "{}: test images are {}x{}, training images {}x{}",
                 dir.display(),
@@ -271,6 +346,8 @@ impl Mnist {
             train,
             test,
             classes,
+            class_names: super::classes::class_names(dir, classes)?,
+            skipped: Vec::new(),
         })
     }
 }

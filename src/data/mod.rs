@@ -1,6 +1,8 @@
-//! Data sets: the IDX format and MNIST, kept in memory as bytes and converted to floats one
-//! mini-batch at a time.
+//! Data sets: the IDX format (MNIST, Fashion-MNIST) and folders of images, kept in memory as
+//! bytes and converted to floats one mini-batch at a time.
 
+pub mod classes;
+pub mod folder;
 pub mod idx;
 mod mnist;
 

@@ -152,6 +152,7 @@ fn a_layer_with_no_onnx_form_is_named() {
         input: [1, 2, 2],
         classes: 3,
         layers: net.description(),
+        class_names: vec![],
     };
     let e = to_onnx(&mut net, &info).unwrap_err().to_string();
     assert!(

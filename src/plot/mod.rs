@@ -330,6 +330,8 @@ impl LineChart {
 /// class, with its count.
 pub struct Heatmap {
     pub title: String,
+    /// The classes' names, in label order (`0`, `1`, ... for digits; empty: the indices).
+    pub labels: Vec<String>,
     /// `counts[t][p]`.
     pub counts: Vec<Vec<usize>>,
 }
@@ -340,7 +342,15 @@ impl Heatmap {
     /// Draws the matrix on a canvas of [`HEATMAP_SIZE`].
     pub fn draw(&self, d: &mut dyn Draw) {
         let k = self.counts.len().max(1);
-        let (left, top) = (80.0, 70.0);
+        // rows named `Trouser 1` when the classes have names; columns by their index
+        let row_label = |t: usize| match self.labels.get(t) {
+            Some(name) if *name != t.to_string() => format!("{name} {t}"),
+            _ => t.to_string(),
+        };
+        let widest = (0..k).map(|t| row_label(t).len()).max().unwrap_or(1);
+        let left = (widest * font::WIDTH) as f64 + 20.0;
+        let left = left.max(80.0);
+        let top = 70.0;
         let cell = (HEATMAP_SIZE.0 as f64 - left - 20.0) / k as f64;
         d.text(
             (HEATMAP_SIZE.0 as f64 / 2.0, 24.0),
@@ -360,7 +370,7 @@ impl Heatmap {
             let y = top + t as f64 * cell;
             d.text(
                 (left - 8.0, y + cell / 2.0 + 4.0),
-                &t.to_string(),
+                &row_label(t),
                 BLACK,
                 Anchor::End,
             );

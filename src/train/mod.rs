@@ -397,7 +397,7 @@ pub fn train_with(
 
 /// The network `cfg` describes, for `data`'s image size and classes.
 pub fn build(cfg: &TrainConfig, data: &Mnist, rng: &mut Rng) -> Result<Network<f32>> {
-    let image = (1, data.train.rows(), data.train.cols());
+    let image = data.train.shape();
     let mut net = match cfg.model {
         Model::TwoLayer | Model::Mlp => {
             MultiLayerNet::new(&cfg.mlp(data.train.input_size(), data.classes), rng)?
