@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The three workloads (see `backprop bench`) against NumPy (the book's code) and PyTorch (CPU,
 # 2 threads), run alternately for several rounds in one sitting; prints the table of medians
-# and ratios for the README. Not run by CI (it installs PyTorch).
+# and ratios for the README. W1F and W3F are W1 and W3 on Fashion-MNIST (half its pixels are
+# ink where MNIST has a fifth), when Debian's dataset-fashion-mnist is installed. Not run by
+# CI (it installs PyTorch).
 #
 #     bench/compare.sh [ROUNDS]       (default 3)
 #
@@ -25,16 +27,22 @@ trap 'rm -rf "$out"' EXIT
 # the binary as built now: a build in this checkout during the sitting must not swap it
 cp target/release/backprop "$out/backprop"
 field() { sed -E "s/.*\"($1)\": ?([0-9.eE+-]+).*/\2/" <<<"$2"; }
+fashion=/usr/share/datasets/fashion-mnist
+workloads="W1 W2 W3"
+[ -d "$fashion" ] && workloads="$workloads W1F W3F"
 declare -A times
 for r in $(seq "$rounds"); do
-    for w in W1 W2 W3; do
-        ours=$("$out/backprop" bench --workload "$w" --json | tail -n 1)
-        torch=$("$PYTHON" bench/peers/pytorch_workloads.py "$w" | tail -n 1)
-        if [ "$w" = W1 ]; then
-            numpy=$("$PYTHON" bench/train_neuralnet.py --json | tail -n 1)
+    for w in $workloads; do
+        base=${w%F}
+        data=data/mnist
+        [ "$base" != "$w" ] && data=$fashion
+        ours=$("$out/backprop" bench --workload "$base" --data "$data" --json | tail -n 1)
+        torch=$("$PYTHON" bench/peers/pytorch_workloads.py "$base" "$data" | tail -n 1)
+        if [ "$base" = W1 ]; then
+            numpy=$("$PYTHON" bench/train_neuralnet.py "$data" --json | tail -n 1)
             numpy_updates=nan
         else
-            numpy=$("$PYTHON" bench/peers/numpy_workloads.py "$w" | tail -n 1)
+            numpy=$("$PYTHON" bench/peers/numpy_workloads.py "$base" "$data" | tail -n 1)
             numpy_updates=$(field updates_s "$numpy")
         fi
         times[$w,ours]+="$(field wall_s "$ours") "
@@ -54,7 +62,7 @@ echo "$(lscpu | sed -nE 's/^Model name: +//p'), $(nproc) cores, $(date -u +%Y-%m
 echo
 echo "| workload | backprop wall (updates) | PyTorch wall (updates) | NumPy wall (updates) | vs PyTorch | vs NumPy |"
 echo "| --- | --- | --- | --- | --- | --- |"
-for w in W1 W2 W3; do
+for w in $workloads; do
     o=$(median "${times[$w,ours]}"); ou=$(median "${times[$w,ours_u]}")
     t=$(median "${times[$w,torch]}"); tu=$(median "${times[$w,torch_u]}")
     n=$(median "${times[$w,numpy]}"); nu=$(median "${times[$w,numpy_u]}")

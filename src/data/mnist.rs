@@ -10,7 +10,7 @@ use super::folder::FolderOptions;
 use super::idx::{check_labels, read_images, read_labels};
 use crate::Float;
 use crate::error::{Error, Result};
-use crate::kernels::pixels::{extend_entries, prefetch};
+use crate::kernels::pixels::{extend_entries, prefetch, scale_into};
 use crate::kernels::sparse::SparseRows;
 use crate::layers::Input;
 
@@ -19,6 +19,10 @@ pub const TRAIN_IMAGES: &str = "train-images-idx3-ubyte";
 pub const TRAIN_LABELS: &str = "train-labels-idx1-ubyte";
 pub const TEST_IMAGES: &str = "t10k-images-idx3-ubyte";
 pub const TEST_LABELS: &str = "t10k-labels-idx1-ubyte";
+
+/// Below this share of zeros a batch goes to the first layer dense: where the two paths cost
+/// the same on W1 (Fashion-MNIST with its zeros partly filled; docs/benchmarks.md).
+pub const DENSE_BATCH_ZERO_FRACTION: f64 = 0.5;
 
 /// Images and their labels, as bytes, with an index of each image's inked (non-zero) pixels.
 #[derive(Clone, Debug)]
@@ -166,10 +170,7 @@ impl Dataset {
         let mut x = Array2::zeros((indices.len(), d));
         let out = x.as_slice_mut().expect("new arrays are contiguous");
         for (row, &i) in out.chunks_exact_mut(d).zip(indices) {
-            let pixels = &self.images[i * d..(i + 1) * d];
-            row.iter_mut()
-                .zip(pixels)
-                .for_each(|(o, &p)| *o = scale[p as usize]);
+            scale_into(row, &self.images[i * d..(i + 1) * d], &scale);
         }
         (x, self.labels_at(indices))
     }
@@ -177,17 +178,22 @@ impl Dataset {
     /// The samples at `indices` as [`Dataset::batch`] gives them, but by their non-zero pixels
     /// only (a fifth of MNIST's): what the first layer's product reads, without a dense
     /// (batch, rows·cols) matrix being written and scanned. Dense for images of more than
-    /// 65536 pixels.
+    /// 65536 pixels, and for a batch of fewer than [`DENSE_BATCH_ZERO_FRACTION`] zeros.
     pub fn input_batch<T: Float>(&self, indices: &[usize]) -> (Input<T>, Vec<usize>) {
         let Some(ink) = &self.ink else {
             let (x, labels) = self.batch(indices);
             return (x.into(), labels);
         };
         let scale = pixel_table::<T>();
-        let nnz = indices
+        let nnz: usize = indices
             .iter()
             .map(|&i| ink.start[i + 1] - ink.start[i])
             .sum();
+        let entries = indices.len() * self.input_size();
+        if (nnz as f64) > (1.0 - DENSE_BATCH_ZERO_FRACTION) * entries as f64 {
+            let (x, labels) = self.batch(indices);
+            return (x.into(), labels);
+        }
         let mut col = Vec::with_capacity(nnz);
         let mut val = Vec::with_capacity(nnz);
         let mut row_start = Vec::with_capacity(indices.len() + 1);
@@ -409,13 +415,14 @@ mod tests {
                 0
             }
         }));
-        let data = Dataset::new(images, vec![0, 1, 2], 16, 16).unwrap();
+        images.extend([0u8; 256]); // a blank image: batches with it are mostly zeros
+        let data = Dataset::new(images, vec![0, 1, 2, 3], 16, 16).unwrap();
         let seen: std::collections::BTreeSet<u8> = data.images().iter().copied().collect();
         assert_eq!(seen.len(), 256, "the images hold every byte value");
-        let indices = [2, 0, 1, 2];
+        let indices = [2, 0, 3, 1, 3, 2, 3];
         let (dense, _) = data.batch::<f32>(&indices);
         let Input::Sparse(sparse) = data.input_batch::<f32>(&indices).0 else {
-            panic!("images of 256 pixels come as sparse rows");
+            panic!("a batch of mostly zeros comes as sparse rows");
         };
         let same = dense
             .iter()
@@ -425,5 +432,11 @@ mod tests {
             same,
             "the sparse batch's values differ from the dense batch's"
         );
+        // a batch of mostly ink comes dense, with the same values
+        let inked = [0, 2, 0];
+        let Input::Dense(x) = data.input_batch::<f32>(&inked).0 else {
+            panic!("a batch of fewer than half zeros comes dense");
+        };
+        assert_eq!(x, data.batch::<f32>(&inked).0.into_dyn());
     }
 }

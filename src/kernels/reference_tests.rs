@@ -230,4 +230,10 @@ fn the_pixel_conversion_gives_the_tables_values() {
         assert_eq!(v.to_bits(), table[p as usize].to_bits(), "byte {p}");
         assert_eq!(col[i], i as u32);
     }
+    // and a dense row, written in place
+    let mut dense = vec![f32::NAN; value.len()];
+    crate::kernels::pixels::scale_into(&mut dense, &value, &table);
+    for (&p, v) in value.iter().zip(&dense) {
+        assert_eq!(v.to_bits(), table[p as usize].to_bits(), "byte {p}");
+    }
 }
