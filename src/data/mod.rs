@@ -8,4 +8,4 @@ mod mnist;
 
 #[cfg(test)]
 pub(crate) use mnist::pixel_table;
-pub use mnist::{Dataset, Mnist};
+pub use mnist::{DENSE_BATCH_ZERO_FRACTION, Dataset, Mnist};
