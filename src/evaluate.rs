@@ -177,42 +177,60 @@ impl<'a> AccuracyJob<'a> {
     }
 }
 
-/// The softmax of `net`'s scores (inference mode) for every sample of `data`, in order:
-/// `(N, classes)`, the numbers [`evaluate`] counts from.
-pub fn probabilities(net: &Network<f32>, data: &Dataset, threads: usize) -> Array2<f32> {
-    let parts = over_chunks(net, data, threads, |scores, _| {
-        let scores = scores
-            .into_dimensionality::<Ix2>()
-            .expect("the network gives (N, classes)");
-        softmax(&scores.view())
-    });
-    let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
-    if views.is_empty() {
-        return Array2::zeros((0, 0));
-    }
-    ndarray::concatenate(Axis(0), &views).expect("every chunk has the class count")
-}
-
 /// Runs `net` (inference mode) over all of `data` on `threads` threads.
 pub fn evaluate(net: &Network<f32>, data: &Dataset, classes: usize, threads: usize) -> Evaluation {
     let parts = over_chunks(net, data, threads, |scores, labels| {
-        let scores = scores
-            .into_dimensionality::<Ix2>()
-            .expect("the network gives (N, classes)");
-        assert_eq!(
-            scores.ncols(),
-            classes,
-            "evaluate: scores for another class count"
-        );
-        let p = softmax(&scores.view());
-        let mut confusion = vec![vec![0usize; classes]; classes];
-        let mut loss = 0.0f64;
-        for (row, &t) in p.rows().into_iter().zip(labels) {
-            confusion[t][argmax(row.iter().copied())] += 1;
-            loss -= (row[t] as f64).max(1e-300).ln();
-        }
-        (confusion, loss)
+        tally(&chunk_probabilities(scores, classes), labels, classes)
     });
+    finish(parts, data.len(), classes)
+}
+
+/// [`evaluate`], with the probabilities it counted from: the softmax of `net`'s scores for
+/// every sample of `data`, in order, `(N, classes)`.
+pub fn evaluate_with_probabilities(
+    net: &Network<f32>,
+    data: &Dataset,
+    classes: usize,
+    threads: usize,
+) -> (Evaluation, Array2<f32>) {
+    let parts = over_chunks(net, data, threads, |scores, labels| {
+        let p = chunk_probabilities(scores, classes);
+        let counted = tally(&p, labels, classes);
+        (p, counted)
+    });
+    let views: Vec<_> = parts.iter().map(|(p, _)| p.view()).collect();
+    let p = ndarray::concatenate(Axis(0), &views).unwrap_or_else(|_| Array2::zeros((0, classes)));
+    let tallies = parts.into_iter().map(|(_, t)| t).collect();
+    (finish(tallies, data.len(), classes), p)
+}
+
+/// A chunk's scores `(N, classes)` as probabilities.
+#[track_caller]
+fn chunk_probabilities(scores: ArrayD<f32>, classes: usize) -> Array2<f32> {
+    let scores = scores
+        .into_dimensionality::<Ix2>()
+        .expect("the network gives (N, classes)");
+    assert_eq!(
+        scores.ncols(),
+        classes,
+        "evaluate: scores for another class count"
+    );
+    softmax(&scores.view())
+}
+
+/// A chunk's confusion counts and summed cross-entropy.
+fn tally(p: &Array2<f32>, labels: &[usize], classes: usize) -> (Vec<Vec<usize>>, f64) {
+    let mut confusion = vec![vec![0usize; classes]; classes];
+    let mut loss = 0.0f64;
+    for (row, &t) in p.rows().into_iter().zip(labels) {
+        confusion[t][argmax(row.iter().copied())] += 1;
+        loss -= (row[t] as f64).max(1e-300).ln();
+    }
+    (confusion, loss)
+}
+
+/// The chunks' tallies summed into the evaluation of `samples` samples.
+fn finish(parts: Vec<(Vec<Vec<usize>>, f64)>, samples: usize, classes: usize) -> Evaluation {
     let mut confusion = vec![vec![0usize; classes]; classes];
     let mut loss = 0.0;
     for (c, l) in parts {
@@ -222,9 +240,9 @@ pub fn evaluate(net: &Network<f32>, data: &Dataset, classes: usize, threads: usi
         loss += l;
     }
     let correct: usize = (0..classes).map(|k| confusion[k][k]).sum();
-    let n = data.len().max(1) as f64;
+    let n = samples.max(1) as f64;
     Evaluation {
-        samples: data.len(),
+        samples,
         accuracy: correct as f64 / n,
         loss: loss / n,
         confusion,
@@ -264,6 +282,22 @@ mod tests {
         let expected = vec![accuracy(&net, &train, 1), 0.0, accuracy(&net, &test, 1)];
         assert_eq!(job.finish(), expected);
         assert!(expected[0] > 0.0 && expected[2] > 0.0, "{expected:?}");
+    }
+
+    #[test]
+    fn the_probabilities_kept_are_those_the_evaluation_counted() {
+        let mut rng = crate::Rng::new(5);
+        let images: Vec<u8> = (0..100 * 16).map(|_| rng.below(256) as u8).collect();
+        let labels: Vec<u8> = (0..100).map(|_| rng.below(3) as u8).collect();
+        let data = Dataset::new(images, labels, 4, 4).unwrap();
+        let net = crate::TwoLayerNet::new::<f32>(16, 8, 3, 0.5, &mut crate::Rng::new(6));
+        let (e, p) = evaluate_with_probabilities(&net, &data, 3, 2);
+        assert_eq!(e, evaluate(&net, &data, 3, 1));
+        assert_eq!(p.dim(), (100, 3));
+        let (x, _) = data.batch::<f32>(&(0..100).collect::<Vec<_>>());
+        let scores = net.predict(x).into_dimensionality::<Ix2>().unwrap();
+        let expected = softmax(&scores.view());
+        assert!(p.iter().zip(&expected).all(|(a, b)| (a - b).abs() < 1e-6));
     }
 
     #[test]

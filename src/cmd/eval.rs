@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use backprop::Error;
 use backprop::checkpoint::{SavedFile, save_arrays};
 use backprop::data::Mnist;
-use backprop::evaluate::{Evaluation, evaluate, probabilities};
+use backprop::evaluate::{Evaluation, evaluate, evaluate_with_probabilities};
 
 #[derive(clap::Args)]
 pub struct EvalArgs {
@@ -47,11 +47,14 @@ pub fn run(args: EvalArgs) -> Result<ExitCode, Error> {
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
-    let e = evaluate(&net, &data.test, data.classes, threads);
-    if let Some(out) = &args.probabilities {
-        let p = probabilities(&net, &data.test, threads);
-        save_arrays(out, &[("probabilities", p.view().into_dyn())])?;
-    }
+    let e = match &args.probabilities {
+        None => evaluate(&net, &data.test, data.classes, threads),
+        Some(out) => {
+            let (e, p) = evaluate_with_probabilities(&net, &data.test, data.classes, threads);
+            save_arrays(out, &[("probabilities", p.view().into_dyn())])?;
+            e
+        }
+    };
     println!("model: {}", args.model.display());
     println!(
         "test set: {} images; accuracy {:.4}, loss {:.4}",

@@ -26,8 +26,7 @@ pub fn run(args: PredictArgs) -> Result<ExitCode, Error> {
     let net = saved.network()?;
     let [c, h, w] = saved.info.input;
     // digits are prepared as MNIST's were; other classes as their data set's images were
-    let digits = saved.info.class_names.is_empty()
-        || saved.info.class_names == backprop::data::classes::digits(saved.info.classes);
+    let digits = backprop::data::classes::are_digits(&saved.info.class_names);
     // all images first: a bad file is reported before any prediction
     let mut rows = Vec::with_capacity(args.images.len() * c * h * w);
     for path in &args.images {

@@ -496,7 +496,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode, Error> {
 
 /// `: T-shirt/top, Trouser, ...` for named classes; nothing for the digits.
 fn named_classes(names: &[String]) -> String {
-    if *names == backprop::data::classes::digits(names.len()) {
+    if backprop::data::classes::are_digits(names) {
         String::new()
     } else {
         format!(": {}", names.join(", "))

@@ -80,6 +80,11 @@ pub fn digits(classes: usize) -> Vec<String> {
     (0..classes).map(|k| k.to_string()).collect()
 }
 
+/// True when `names` are the digits (or none are given): classes that are MNIST's.
+pub fn are_digits(names: &[String]) -> bool {
+    names.iter().enumerate().all(|(k, n)| *n == k.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

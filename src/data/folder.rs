@@ -199,9 +199,11 @@ fn decode(
         match picture {
             Ok(p) => decoded.push((path, label, p)),
             Err(e) => {
-                let text = e.to_string();
-                let prefix = format!("{}: ", path.display());
-                let reason = text.strip_prefix(&prefix).unwrap_or(&text).to_string();
+                let reason = match e {
+                    Error::File { problem, .. } => problem,
+                    Error::Io { source, .. } => source.to_string(),
+                    other => other.to_string(),
+                };
                 skipped.push(Skipped { path, reason });
             }
         }

@@ -291,8 +291,7 @@ impl Mnist {
     /// [`Mnist::load`], an image folder's images prepared for a model that takes
     /// `input = [C, H, W]`.
     pub fn load_for_input(dir: &Path, input: [usize; 3]) -> Result<Mnist> {
-        let resolved = super::classes::resolve(dir)?;
-        if find(&resolved, TRAIN_IMAGES).is_err() && super::folder::is_image_folder(&resolved) {
+        if holds_image_folder(&super::classes::resolve(dir)?) {
             let [c, h, w] = input;
             let options = FolderOptions {
                 size: Some((h, w)),
@@ -312,8 +311,7 @@ impl Mnist {
                 source: io::Error::new(io::ErrorKind::NotFound, "data directory not found"),
             });
         }
-        let has_idx = find(dir, TRAIN_IMAGES).is_ok();
-        if !has_idx && super::folder::is_image_folder(dir) {
+        if holds_image_folder(dir) {
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
             let f = super::folder::load_folder(dir, options, threads)?;
             return Ok(Mnist {
@@ -356,6 +354,11 @@ impl Mnist {
             skipped: Vec::new(),
         })
     }
+}
+
+/// True when `dir` is a folder of class subfolders of images rather than of IDX files.
+fn holds_image_folder(dir: &Path) -> bool {
+    find(dir, TRAIN_IMAGES).is_err() && super::folder::is_image_folder(dir)
 }
 
 /// One images file and its labels file; their counts must agree.
