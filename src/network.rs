@@ -33,6 +33,8 @@ pub struct Network<T: Float = f32> {
     weight_layers: usize,
     weight_decay: f64,
     input_shape: Option<Vec<usize>>,
+    /// Whether forward and backward behave as in training ([`Network::set_training`]).
+    training: bool,
 }
 
 impl<T: Float> Default for Network<T> {
@@ -52,6 +54,7 @@ impl<T: Float> Network<T> {
             weight_layers: 0,
             weight_decay: 0.0,
             input_shape: None,
+            training: true,
         }
     }
 
@@ -115,7 +118,8 @@ impl<T: Float> Network<T> {
         half_lambda * sum
     }
 
-    /// Appends a layer, named after its kind and position (`Affine1`, `Relu1`, `Affine2`).
+    /// Appends a layer, named after its kind and position (`Affine1`, `Relu1`, `Affine2`),
+    /// in the network's behaviour ([`Network::set_training`]).
     ///
     /// The passes run the layers in the order of the plan ([`crate::plan`]): the book's
     /// order, with rewrites that give the same bits (a max pooling right after a ReLU runs
@@ -138,6 +142,7 @@ impl<T: Float> Network<T> {
             number,
             param_names,
         });
+        layer.set_training(self.training);
         self.layers.push(Box::new(layer));
         self.plan = Plan::new(&mut self.layers, self.plan.reference);
         self
@@ -358,6 +363,57 @@ impl<T: Float> Network<T> {
         true
     }
 
+    /// Training behaviour in [`Network::forward`] and backward (`true`, the default), or
+    /// inference's ([`Layer::set_training`]: no dropout, batch norm on its running
+    /// statistics), so that a backward pass differentiates what [`Network::predict`]
+    /// computes.
+    pub fn set_training(&mut self, training: bool) -> &mut Self {
+        self.layers
+            .iter_mut()
+            .for_each(|l| l.set_training(training));
+        self.training = training;
+        self
+    }
+
+    /// Each layer's output for `x`, in inference, in the order the layers were pushed (the
+    /// book's order): `[("Conv1", (N, 30, 24, 24)), ("Relu1", ...), ...]`, the last being the
+    /// class scores.
+    pub fn activations(&self, x: impl Into<Input<T>>) -> Vec<(String, ArrayD<T>)> {
+        let mut outputs = Vec::with_capacity(self.layers.len());
+        let mut x = self.shaped(x.into());
+        for (layer, named) in self.layers.iter().zip(&self.names) {
+            let y = plan::predict_input(&**layer, x);
+            outputs.push((named.name.clone(), y.clone()));
+            x = Input::Dense(y);
+        }
+        outputs
+    }
+
+    /// The gradient with respect to the input of `Σ dscores · scores`, the scores as
+    /// [`Network::predict`] computes them: for a `dscores` that is 1 at class k and 0
+    /// elsewhere, how each pixel moves class k's score (a saliency map). The book's loop,
+    /// every layer's backward carried down to the input, in inference behaviour
+    /// ([`Network::set_training`]). `x: (N, ...)`, `dscores: (N, C) -> (N, ...sample shape)`.
+    /// The parameter gradients are overwritten on the way.
+    pub fn input_gradient(&mut self, x: impl Into<Input<T>>, dscores: ArrayD<T>) -> ArrayD<T> {
+        let (reference, training) = (self.plan.reference, self.training);
+        self.set_reference(true).set_training(false);
+        let x = self.shaped(x.into()).into_dense();
+        let scores = self.layers.iter_mut().fold(x, |x, l| l.forward(x));
+        assert_eq!(
+            scores.shape(),
+            dscores.shape(),
+            "input_gradient: dscores must have the shape of the scores"
+        );
+        let dx = self
+            .layers
+            .iter_mut()
+            .rev()
+            .fold(dscores, |d, l| l.backward(d));
+        self.set_training(training).set_reference(reference);
+        dx
+    }
+
     /// While `hold` is true, dropout layers reuse their last masks (for gradient checks).
     pub fn hold_dropout_masks(&mut self, hold: bool) {
         self.layers.iter_mut().for_each(|l| l.hold_mask(hold));
@@ -536,6 +592,61 @@ mod tests {
         .push(Relu::new())
         .push(Pooling::max(2, 2, 2));
         assert_eq!(net.plan.order, [0, 2, 3, 5]);
+    }
+
+    /// Every kind of layer (batch norm 1-D and 2-D with running statistics away from 0 and
+    /// 1, dropout, overlapping and padded poolings): the input gradient of Σ r·predict(x) is
+    /// the central difference of predict, in f64; training behaviour and the fast plan come
+    /// back after it, and the run goes on with the bits of one that never asked.
+    #[test]
+    fn input_gradient_is_the_numerical_gradient_of_predict() {
+        let text = "conv 4 3 pad=1\nbatchnorm\nrelu\npool max 2 stride=2\nconv 3 3\ntanh\n\
+                    pool avg 2 stride=1 pad=1\naffine 12\nbatchnorm\nsigmoid\ndropout 0.3\n\
+                    affine classes";
+        let mut rng = Rng::new(21);
+        let mut net =
+            crate::describe::from_description::<f64>(text, (1, 8, 8), 3, &mut rng).unwrap();
+        net.set_input_shape(&[1, 8, 8]);
+        let mut x = ArrayD::from_shape_fn(vec![2, 64], |_| rng.normal());
+        for _ in 0..3 {
+            net.backprop(x.clone(), Targets::Labels(&[0, 2])); // running statistics move
+        }
+        let mut twin = net.clone();
+        let r = ArrayD::from_shape_fn(vec![2, 3], |_| rng.normal());
+        let dx = net.input_gradient(x.clone(), r.clone());
+        assert_eq!(dx.shape(), [2, 1, 8, 8]);
+        let numeric =
+            gradcheck::numerical_gradient(|x| (net.predict(x.clone()) * &r).sum(), &mut x, 1e-5);
+        let row = gradcheck::compare(
+            "x",
+            &dx.into_shape_with_order(vec![2, 64]).unwrap(),
+            &numeric,
+        );
+        assert!(row.max_rel_err < 1e-6, "{row}");
+        assert!(!net.is_reference());
+        let (a, b) = (
+            net.backprop(x.clone(), Targets::Labels(&[1, 0])),
+            twin.backprop(x.clone(), Targets::Labels(&[1, 0])),
+        );
+        assert_eq!(a.to_bits(), b.to_bits());
+    }
+
+    /// One output per layer, in the order pushed; the last is what predict gives.
+    #[test]
+    fn activations_end_in_the_scores() {
+        let mut rng = Rng::new(22);
+        let text = "conv 2 3\nrelu\npool max 2 stride=2\naffine classes";
+        let mut net =
+            crate::describe::from_description::<f64>(text, (1, 6, 6), 4, &mut rng).unwrap();
+        net.set_input_shape(&[1, 6, 6]);
+        let x = ArrayD::from_shape_fn(vec![3, 36], |_| rng.normal());
+        let outputs = net.activations(x.clone());
+        let names: Vec<&str> = outputs.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["Conv1", "Relu1", "Pool1", "Affine1"]);
+        assert_eq!(outputs[0].1.shape(), [3, 2, 4, 4]);
+        assert_eq!(outputs[2].1.shape(), [3, 2, 2, 2]);
+        assert!(outputs[1].1.iter().all(|&v| v >= 0.0));
+        assert_eq!(outputs[3].1, net.predict(x));
     }
 
     fn relu_backward(relu: &mut Relu, d: ArrayD<f64>) -> ArrayD<f64> {

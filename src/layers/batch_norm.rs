@@ -26,6 +26,9 @@ use crate::Float;
 /// dx  = dxc - Σ dxc / M
 /// ```
 /// (sums and means over N and S, per channel).
+///
+/// Out of training ([`Layer::set_training`]), forward normalizes as inference does and
+/// backward differentiates that: μ and σ are constants then, so `dx = γ·dy / σ`.
 #[derive(Clone, Debug)]
 pub struct BatchNormalization<T: Float = f32> {
     pub gamma: Array1<T>,        // (C)
@@ -36,6 +39,8 @@ pub struct BatchNormalization<T: Float = f32> {
     pub running_var: Array1<T>,  // (C)
     pub momentum: f64,
     pub eps: f64,
+    /// Batch statistics in forward (true, the default) or the running ones.
+    training: bool,
     cache: Option<Cache<T>>,
 }
 
@@ -46,6 +51,8 @@ struct Cache<T> {
     xc: ArrayD<T>,  // (N, C, S) or (N, C): x - μ
     xn: ArrayD<T>,  // (N, C, S) or (N, C): normalized
     std: Array1<T>, // (C) σ
+    /// σ came from the batch (training) or from the running variance (a constant).
+    batch_stats: bool,
 }
 
 impl<T: Float> BatchNormalization<T> {
@@ -67,6 +74,7 @@ impl<T: Float> BatchNormalization<T> {
             running_var: Array1::ones(channels),
             momentum: Self::MOMENTUM,
             eps: Self::EPS,
+            training: true,
             cache: None,
         }
     }
@@ -104,6 +112,28 @@ impl<T: Float> BatchNormalization<T> {
     }
 }
 
+impl<T: Float> BatchNormalization<T> {
+    /// Forward on the running statistics, as [`Layer::predict`], keeping xn and σ for
+    /// backward; the running statistics stay as they are.
+    fn forward_running(&mut self, x: ArrayD<T>) -> ArrayD<T> {
+        let shape = x.raw_dim();
+        let x = self.as_ncs(x);
+        let d = x.ndim();
+        let std = self.running_var.mapv(|v| (v + T::of(self.eps)).sqrt());
+        let xc = x - Self::per_channel(&self.running_mean, d);
+        let xn = &xc / &Self::per_channel(&std, d);
+        let y = &xn * &Self::per_channel(&self.gamma, d) + Self::per_channel(&self.beta, d);
+        self.cache = Some(Cache {
+            shape: shape.clone(),
+            xc,
+            xn,
+            std,
+            batch_stats: false,
+        });
+        y.into_shape_with_order(shape).expect("same element count")
+    }
+}
+
 /// Sum over N (and S): (N, C) or (N, C, S) -> (C).
 fn sum_ns<T: Float>(a: &ArrayD<T>) -> Array1<T> {
     let over_n = if a.ndim() == 3 {
@@ -129,6 +159,9 @@ impl<T: Float> Layer<T> for BatchNormalization<T> {
     }
 
     fn forward(&mut self, x: ArrayD<T>) -> ArrayD<T> {
+        if !self.training {
+            return self.forward_running(x);
+        }
         let shape = x.raw_dim();
         let x = self.as_ncs(x);
         let (m, d) = (T::of(count(&x) as f64), x.ndim());
@@ -147,6 +180,7 @@ impl<T: Float> Layer<T> for BatchNormalization<T> {
             xc,
             xn,
             std,
+            batch_stats: true,
         });
         y.into_shape_with_order(shape).expect("same element count")
     }
@@ -177,6 +211,12 @@ impl<T: Float> Layer<T> for BatchNormalization<T> {
         self.dbeta = sum_ns(&dy);
         self.dgamma = sum_ns(&(&cache.xn * &dy));
         let dxn = &dy * &Self::per_channel(&self.gamma, d);
+        if !cache.batch_stats {
+            // σ and μ are constants: dx = γ·dy / σ
+            return (dxn / &std)
+                .into_shape_with_order(cache.shape.clone())
+                .expect("same element count");
+        }
         // through xn = xc / σ, then σ = √(var + eps), var = mean(xc²)
         let mut dxc = &dxn / &std;
         let dstd = -sum_ns(&(&dxn * &cache.xc)) / cache.std.mapv(|s| s * s);
@@ -187,6 +227,10 @@ impl<T: Float> Layer<T> for BatchNormalization<T> {
         let dx = dxc - Self::per_channel(&(dmu / m), d);
         dx.into_shape_with_order(cache.shape.clone())
             .expect("same element count")
+    }
+
+    fn set_training(&mut self, training: bool) {
+        self.training = training;
     }
 
     fn buffers(&mut self) -> Vec<(&'static str, ArrayViewMutD<'_, T>)> {
@@ -261,6 +305,27 @@ mod tests {
         let x = Array::from_shape_fn((6, 4), |_| 2.0 * rng.normal()).into_dyn();
         for row in check_layer(&mut bn, x, &mut rng) {
             assert!(row.max_rel_err < 1e-7, "{row}");
+        }
+    }
+
+    /// Out of training: forward gives predict's bits and leaves the running statistics;
+    /// backward is the numerical gradient of that function, 2-D and 4-D.
+    #[test]
+    fn gradient_check_on_the_running_statistics() {
+        let mut rng = Rng::new(18);
+        for shape in [vec![5, 3], vec![2, 3, 2, 3]] {
+            let mut bn = BatchNormalization::<f64>::new(3);
+            bn.gamma = Array::from_shape_fn(3, |_| 1.0 + rng.normal() * 0.3);
+            bn.running_mean = Array::from_shape_fn(3, |_| rng.normal());
+            bn.running_var = Array::from_shape_fn(3, |_| 0.5 + rng.uniform());
+            Layer::<f64>::set_training(&mut bn, false);
+            let x = Array::from_shape_fn(shape, |_| rng.normal()).into_dyn();
+            let (mean, var) = (bn.running_mean.clone(), bn.running_var.clone());
+            assert_eq!(bn.forward(x.clone()), bn.predict(x.clone()));
+            assert_eq!((&bn.running_mean, &bn.running_var), (&mean, &var));
+            for row in check_layer(&mut bn, x, &mut rng) {
+                assert!(row.max_rel_err < 1e-7, "{row}");
+            }
         }
     }
 

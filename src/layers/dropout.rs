@@ -17,6 +17,9 @@ use crate::{Float, Rng};
 /// inference: y = x                                              (the scaling already made
 ///                                                                the expectations equal)
 /// ```
+/// Out of training ([`Layer::set_training`]), forward is inference's `y = x` and backward
+/// `dx = dy`.
+///
 /// The book scales at inference instead (`x * (1 - ratio)`); scaling at training time leaves
 /// inference untouched, as PyTorch does.
 #[derive(Clone, Debug)]
@@ -25,6 +28,7 @@ pub struct Dropout<T: Float = f32> {
     rng: Rng,
     mask: Option<ArrayD<T>>, // (same as x): 0 or 1/(1 - p)
     hold: bool,
+    training: bool,
 }
 
 impl<T: Float> Dropout<T> {
@@ -41,6 +45,7 @@ impl<T: Float> Dropout<T> {
             rng: Rng::new(seed),
             mask: None,
             hold: false,
+            training: true,
         }
     }
 
@@ -78,6 +83,9 @@ impl<T: Float> Layer<T> for Dropout<T> {
     }
 
     fn forward(&mut self, mut x: ArrayD<T>) -> ArrayD<T> {
+        if !self.training {
+            return x;
+        }
         let reuse = self.hold && self.mask.as_ref().is_some_and(|m| m.shape() == x.shape());
         if !reuse {
             let keep = T::of(1.0 / (1.0 - self.ratio));
@@ -108,7 +116,14 @@ impl<T: Float> Layer<T> for Dropout<T> {
         self.hold = hold;
     }
 
+    fn set_training(&mut self, training: bool) {
+        self.training = training;
+    }
+
     fn backward(&mut self, mut dout: ArrayD<T>) -> ArrayD<T> {
+        if !self.training {
+            return dout; // y = x
+        }
         let mask = self
             .mask
             .as_ref()
@@ -125,6 +140,18 @@ mod tests {
     use super::*;
     use crate::gradcheck::check_layer;
     use ndarray::Array;
+
+    /// Out of training: y = x and dx = dy, nothing drawn.
+    #[test]
+    fn out_of_training_passes_everything() {
+        let mut d = Dropout::<f64>::new(0.5, 3);
+        let state = d.rng().state();
+        Layer::<f64>::set_training(&mut d, false);
+        let x = Array::from_shape_fn((4, 5), |(i, j)| (i * 5 + j) as f64).into_dyn();
+        assert_eq!(d.forward(x.clone()), x);
+        assert_eq!(d.backward(x.clone()), x);
+        assert_eq!(d.rng().state(), state);
+    }
 
     #[test]
     fn drops_the_right_share_and_keeps_the_mean() {

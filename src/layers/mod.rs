@@ -163,6 +163,13 @@ pub trait Layer<T: Float>: Send + Sync + BoxedClone<T> {
     /// checks). Other layers ignore it.
     fn hold_mask(&mut self, _hold: bool) {}
 
+    /// Training behaviour in forward and backward (`true`, the default), or inference's
+    /// (`false`): dropout then passes everything and batch norm normalizes by its running
+    /// statistics, leaving them as they are, and backward differentiates that function (the
+    /// gradient of a trained model's output with respect to its input). Layers that behave
+    /// the same either way ignore it; [`Layer::predict`] always behaves as inference.
+    fn set_training(&mut self, _training: bool) {}
+
     /// The layer's fast paths and what the network's plan may rewrite around it
     /// ([`crate::plan`]); none for a layer of your own (the default).
     #[doc(hidden)]
