@@ -41,12 +41,17 @@ impl Picture {
 /// Reads a PNG, JPEG or PGM file as a [`Picture`], in its own colours (grey or RGB).
 pub fn load_picture(path: &Path) -> Result<Picture> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    decode_picture(path, &bytes)
+}
+
+/// [`load_picture`] of a file's bytes; `path` names them in errors.
+pub fn decode_picture(path: &Path, bytes: &[u8]) -> Result<Picture> {
     let bad = |what: String| Error::file(path, what);
     let picture = if bytes.starts_with(b"\x89PNG") {
-        png_picture(&bytes).map_err(|e| bad(format!("unreadable PNG: {e}")))?
+        png_picture(bytes).map_err(|e| bad(format!("unreadable PNG: {e}")))?
     } else if bytes.starts_with(&[0xFF, 0xD8]) {
         use zune_jpeg::zune_core::colorspace::ColorSpace;
-        let (width, height, data) = jpeg_samples(&bytes, ColorSpace::RGB)
+        let (width, height, data) = jpeg_samples(bytes, ColorSpace::RGB)
             .map_err(|e| bad(format!("unreadable JPEG: {e}")))?;
         Picture {
             width,
@@ -55,7 +60,7 @@ pub fn load_picture(path: &Path) -> Result<Picture> {
             data,
         }
     } else if bytes.starts_with(b"P5") || bytes.starts_with(b"P2") {
-        let grey = pgm_grey(&bytes).map_err(|e| bad(format!("unreadable PGM: {e}")))?;
+        let grey = pgm_grey(bytes).map_err(|e| bad(format!("unreadable PGM: {e}")))?;
         Picture {
             width: grey.width,
             height: grey.height,
@@ -73,6 +78,20 @@ pub fn load_picture(path: &Path) -> Result<Picture> {
         return Err(bad("the image is empty".into()));
     }
     Ok(picture)
+}
+
+/// An image file's bytes as a model's input `(C·H·W)`, values in [0, 1], as `backprop
+/// predict` prepares it: for a digit model with one channel, [`mnist_like`] (grey, ink made
+/// white, cropped, scaled into 20x20 and centred); for other classes resized as their data
+/// set's images were ([`crate::data::folder::prepare`]). `path` names the bytes in errors.
+pub fn model_input(path: &Path, bytes: &[u8], input: [usize; 3], digits: bool) -> Result<Vec<f32>> {
+    let [c, h, w] = input;
+    if digits && c == 1 {
+        return Ok(mnist_like(&decode(path, bytes)?, h, w));
+    }
+    let picture = decode_picture(path, bytes)?;
+    let prepared = crate::data::folder::prepare(&picture, (h, w), c);
+    Ok(prepared.iter().map(|&b| b as f32 / 255.0).collect())
 }
 
 /// A PNG as grey or RGB, its alpha (if any) laid over white.
@@ -106,13 +125,18 @@ fn png_picture(bytes: &[u8]) -> std::result::Result<Picture, String> {
 /// Reads a PNG, JPEG or PGM (P2 or P5) file as grey; the format is told by its first bytes.
 pub fn load(path: &Path) -> Result<Grey> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    decode(path, &bytes)
+}
+
+/// [`load`] of a file's bytes; `path` names them in errors.
+pub fn decode(path: &Path, bytes: &[u8]) -> Result<Grey> {
     let bad = |what: String| Error::file(path, what);
     let img = if bytes.starts_with(b"\x89PNG") {
-        png_grey(&bytes).map_err(|e| bad(format!("unreadable PNG: {e}")))?
+        png_grey(bytes).map_err(|e| bad(format!("unreadable PNG: {e}")))?
     } else if bytes.starts_with(&[0xFF, 0xD8]) {
-        jpeg_grey(&bytes).map_err(|e| bad(format!("unreadable JPEG: {e}")))?
+        jpeg_grey(bytes).map_err(|e| bad(format!("unreadable JPEG: {e}")))?
     } else if bytes.starts_with(b"P5") || bytes.starts_with(b"P2") {
-        pgm_grey(&bytes).map_err(|e| bad(format!("unreadable PGM: {e}")))?
+        pgm_grey(bytes).map_err(|e| bad(format!("unreadable PGM: {e}")))?
     } else {
         return Err(bad("not a PNG, JPEG or PGM image".into()));
     };

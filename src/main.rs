@@ -38,6 +38,9 @@ enum Command {
     Export(cmd::export::ExportArgs),
     /// The top three classes of digit images (PNG, JPEG, PGM) by a saved model.
     Predict(cmd::predict::PredictArgs),
+    /// A page on this machine: draw a digit and watch each layer respond, see the filters,
+    /// train and watch the curves live; and the JSON endpoints behind it.
+    Serve(cmd::serve::ServeArgs),
     /// Draw a run's learning curves and confusion matrix (SVG and PNG).
     Plot(cmd::plot::PlotArgs),
     /// Time the three fixed workloads (W1 the book's run, W2 an MLP epoch, W3 a SimpleConvNet
@@ -59,6 +62,7 @@ fn main() -> ExitCode {
         Command::Export(args) => cmd::export::run(args),
         Command::Predict(args) => cmd::predict::run(args),
         Command::Plot(args) => cmd::plot::run(args),
+        Command::Serve(args) => cmd::serve::run(args),
         Command::Bench(args) => cmd::bench::run(args),
     };
     match result {

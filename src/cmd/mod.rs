@@ -9,6 +9,7 @@ pub mod gradcheck;
 pub mod metrics;
 pub mod plot;
 pub mod predict;
+pub mod serve;
 pub mod train;
 
 pub use plot::plot_run;

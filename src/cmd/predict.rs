@@ -5,8 +5,7 @@ use std::process::ExitCode;
 
 use backprop::Error;
 use backprop::checkpoint::SavedFile;
-use backprop::data::folder::prepare;
-use backprop::image::{load, load_picture, mnist_like};
+use backprop::image::model_input;
 use backprop::layers::softmax;
 use ndarray::{Array2, Ix2};
 
@@ -30,12 +29,8 @@ pub fn run(args: PredictArgs) -> Result<ExitCode, Error> {
     // all images first: a bad file is reported before any prediction
     let mut rows = Vec::with_capacity(args.images.len() * c * h * w);
     for path in &args.images {
-        if digits && c == 1 {
-            rows.extend(mnist_like(&load(path)?, h, w));
-        } else {
-            let bytes = prepare(&load_picture(path)?, (h, w), c);
-            rows.extend(bytes.iter().map(|&b| b as f32 / 255.0));
-        }
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        rows.extend(model_input(path, &bytes, saved.info.input, digits)?);
     }
     let x = Array2::from_shape_vec((args.images.len(), c * h * w), rows).expect("one row an image");
     let scores = net

@@ -18,6 +18,8 @@ use backprop::train::{
 use backprop::{Activation, Error, Init};
 use serde::{Deserialize, Serialize};
 
+use super::serve::Server;
+use super::serve::live::{Live, State};
 use super::{json_number, metrics, plot_run};
 
 /// The settings of a run: flags, or keys of a `--config` TOML file (a key is its flag without
@@ -144,6 +146,12 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip)]
     json: bool,
+    /// Serve the page of `backprop serve` on this machine while training: the curves live
+    /// in its Train tab (at http://127.0.0.1:PORT, 8080 when no PORT is given), and after the
+    /// run its checkpoint in the Draw tab, until Ctrl-C.
+    #[arg(long, value_name = "PORT", num_args = 0..=1, default_missing_value = "8080")]
+    #[serde(skip)]
+    serve: Option<u16>,
 }
 
 impl TrainArgs {
@@ -410,6 +418,76 @@ fn settings(args: &TrainArgs) -> Result<(TrainArgs, Option<SavedFile>), Error> {
 }
 
 pub fn run(args: TrainArgs) -> Result<ExitCode, Error> {
+    let Some(port) = args.serve else {
+        return run_with(args, None, stop_on_ctrl_c());
+    };
+    let live = Arc::new(Live::default());
+    let data = args.data.clone().unwrap_or_else(|| "data/mnist".into());
+    let server = Server::start("127.0.0.1", port, Default::default(), data, live.clone())?;
+    println!("serving {} (the Train tab follows this run)", server.url);
+    live.begin("command line").map_err(Error::Config)?;
+    let stop = stop_on_ctrl_c();
+    let code = run_with(args, Some(live), stop.clone())?;
+    if !stop.load(Ordering::SeqCst) {
+        println!("still serving {}: Ctrl-C to quit", server.url);
+        while !stop.load(Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+    Ok(code)
+}
+
+/// Settings the page posts: the keys of a `--config` file, as JSON. The run trains on the
+/// server's data, reads no file of the server's (no `layers` path: `layer-description`
+/// gives the layers), and keeps its checkpoints in a new run directory.
+pub fn page_settings(json: &[u8], data: &Path) -> Result<TrainArgs, Error> {
+    let mut args: TrainArgs = serde_json::from_slice(json)
+        .map_err(|e| Error::Config(format!("the run's settings: {e}")))?;
+    if args.layers.is_some() || args.data.is_some() {
+        return Err(Error::Config(
+            "the run's settings: `layers` and `data` are the server's to choose (give the layers as `layer-description`)".into(),
+        ));
+    }
+    args.data = Some(data.to_path_buf());
+    args.config()?;
+    args.save = Some(PathBuf::from("runs").join(timestamp()));
+    args.quiet = true;
+    Ok(args)
+}
+
+/// Trains as the page asked ([`page_settings`]), publishing to `live`, which the caller
+/// has begun; the page's Stop ends it.
+pub fn run_live(args: TrainArgs, live: Arc<Live>) -> Result<ExitCode, Error> {
+    run_with(args, Some(live), Arc::new(AtomicBool::new(false)))
+}
+
+/// A run, told to `live` as it goes and how it ended; `stop` (Ctrl-C's flag) or the
+/// page's Stop ends it after the update in hand.
+fn run_with(
+    args: TrainArgs,
+    live: Option<Arc<Live>>,
+    stop: Arc<AtomicBool>,
+) -> Result<ExitCode, Error> {
+    let result = train_and_report(args, live.clone(), stop);
+    if let (Some(live), Err(e)) = (&live, &result) {
+        let state = match e {
+            Error::Diverged { .. } => State::Diverged,
+            _ => State::Failed,
+        };
+        let kept = live.read(|r| r.status.checkpoint.clone());
+        let kept = kept.map_or(String::new(), |c| {
+            format!("; the last epoch's checkpoint is kept: {}", c.display())
+        });
+        live.end(state, format!("{e}{kept}"), None);
+    }
+    result
+}
+
+fn train_and_report(
+    args: TrainArgs,
+    live: Option<Arc<Live>>,
+    stop: Arc<AtomicBool>,
+) -> Result<ExitCode, Error> {
     let (settings, resumed) = settings(&args)?;
     let cfg = settings.config()?;
     let data_dir = settings.data_dir();
@@ -436,10 +514,18 @@ pub fn run(args: TrainArgs) -> Result<ExitCode, Error> {
     }
     let (c, h, w) = data.train.shape();
     let input = [c, h, w];
+    if let Some(live) = &live {
+        let model = describe(&cfg, data.train.input_size(), data.classes);
+        live.describe(
+            format!("{model}; {}", describe_training(&cfg)),
+            run_dir.clone(),
+        );
+    }
     let mut observer = CliObserver {
         quiet: args.quiet,
         bar: (!args.quiet && std::io::stderr().is_terminal()).then(Bar::new),
-        stop: stop_on_ctrl_c(),
+        stop,
+        live: live.clone(),
         metrics,
         save_dir: save_dir.clone(),
         input,
@@ -469,6 +555,10 @@ pub fn run(args: TrainArgs) -> Result<ExitCode, Error> {
             None => "nothing saved (run with --save DIR to keep checkpoints)".into(),
         };
         eprintln!("stopped at update {} of the run: {how}", state.iteration);
+        if let Some(live) = &live {
+            let said = format!("stopped at update {}", state.iteration);
+            live.end(State::Stopped, said, last.clone());
+        }
         return Ok(ExitCode::from(130));
     };
     // the test set's confusion matrix, for `backprop eval` figures and the plot
@@ -482,6 +572,13 @@ pub fn run(args: TrainArgs) -> Result<ExitCode, Error> {
         "done: {} iterations in {:.2} s, final loss {:.4}, train accuracy {:.4}{val}, test accuracy {:.4}",
         s.iterations, s.elapsed_s, s.final_loss, s.train_accuracy, s.test_accuracy
     );
+    if let Some(live) = &live {
+        let said = format!(
+            "finished: {} updates in {:.1} s, test accuracy {:.4}",
+            s.iterations, s.elapsed_s, s.test_accuracy
+        );
+        live.end(State::Finished, said, last.clone());
+    }
     if args.plot {
         for file in plot_run(&run_dir)? {
             say(format!("plot: {}", file.display()));
@@ -562,6 +659,8 @@ struct CliObserver {
     quiet: bool,
     bar: Option<Bar>,
     stop: Arc<AtomicBool>,
+    /// The page's view of the run, when served.
+    live: Option<Arc<Live>>,
     metrics: metrics::Writer,
     save_dir: Option<PathBuf>,
     input: [usize; 3],
@@ -574,6 +673,9 @@ impl Observer for CliObserver {
     fn iteration(&mut self, p: &Progress) {
         if let Some(bar) = &mut self.bar {
             bar.draw(p);
+        }
+        if let Some(live) = &self.live {
+            live.progress(p);
         }
     }
 
@@ -596,11 +698,15 @@ impl Observer for CliObserver {
             }
             state.elapsed_s = elapsed;
         }
+        if let Some(live) = &self.live {
+            let saved = self.save_dir.as_ref().map(|d| d.join("last.safetensors"));
+            live.epoch(r, saved);
+        }
         Ok(())
     }
 
     fn should_stop(&self) -> bool {
-        self.stop.load(Ordering::SeqCst)
+        self.stop.load(Ordering::SeqCst) || self.live.as_ref().is_some_and(|l| l.stop_requested())
     }
 }
 

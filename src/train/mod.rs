@@ -289,6 +289,8 @@ pub struct Progress {
     pub per_epoch: usize,
     /// Mean mini-batch loss of the epoch so far.
     pub loss: f64,
+    /// The loss of this update's mini-batch.
+    pub batch_loss: f64,
     /// Seconds since this call began (after a resume: since the resume).
     pub since_start_s: f64,
 }

@@ -60,7 +60,15 @@ impl<'a> RunLoop<'a, '_> {
                 per_epoch,
                 total,
             };
-            let lr = self.update(&mut state, &mut indices, at)?;
+            let lr = match self.update(&mut state, &mut indices, at) {
+                Ok(lr) => lr,
+                Err(diverged) => {
+                    // the epochs counted in the background are reported first: their
+                    // checkpoints are the last good ones
+                    self.report_waiting(&mut state, true)?;
+                    return Err(diverged);
+                }
+            };
             let epoch_end = at.within + 1 == per_epoch;
             if epoch_end {
                 self.end_epoch(&mut state, at, lr, epoch_start)?;
@@ -115,6 +123,7 @@ impl<'a> RunLoop<'a, '_> {
             within: at.within + 1,
             per_epoch: at.per_epoch,
             loss: state.epoch_loss / state.epoch_iters as f64,
+            batch_loss: loss,
             since_start_s: self.start.elapsed().as_secs_f64(),
         });
         Ok(lr)

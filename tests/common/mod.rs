@@ -157,3 +157,5 @@ sigmoid
 dropout 0.3
 affine classes
 ";
+
+pub mod server;
