@@ -59,9 +59,30 @@ pub fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16,
     );
     stream.write_all(head.as_bytes()).unwrap();
     stream.write_all(body).unwrap();
+    parse_reply(&read_reply(&mut stream))
+}
+
+/// A reply's bytes: to its Content-Length where it gives one (a server may keep the
+/// connection open all the same), else to the close.
+pub fn read_reply(stream: &mut TcpStream) -> Vec<u8> {
     let mut reply = Vec::new();
-    stream.read_to_end(&mut reply).unwrap();
-    parse_reply(&reply)
+    let mut buffer = [0u8; 65536];
+    loop {
+        if let Some(end) = reply.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&reply[..end]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            if length.is_some_and(|n| reply.len() >= end + 4 + n) {
+                return reply;
+            }
+        }
+        match stream.read(&mut buffer).unwrap() {
+            0 => return reply,
+            n => reply.extend_from_slice(&buffer[..n]),
+        }
+    }
 }
 
 /// Status and body of a whole HTTP reply (Content-Length, chunked, or to the close).

@@ -210,7 +210,7 @@ async function selectClass(k) {
 async function showSaliency(k) {
   try {
     const reply = await call('POST', '/api/saliency?' + modelQuery({ class: k }), await sourceBody());
-    drawSigned($('saliency'), reply.gradient, reply.shape);
+    drawSigned($('saliency'), reply.gradient, reply.input.shape);
     $('saliency').dataset.class = k;
     $('saliency-note').textContent = `∂(score of ${reply.name})/∂(input): red raises it, blue lowers it; `
       + `largest |gradient| ${Math.max(...reply.gradient.map(Math.abs)).toExponential(2)}.`;
@@ -435,6 +435,14 @@ function drawCharts() {
   { xMax: Math.max(1, status.total && status.per_epoch ? status.total / status.per_epoch : 1), xLabel: 'epoch', xMin: 0 });
 }
 
+/// The round tick step (1, 2 or 5 times a power of ten, at least 1: updates and epochs
+/// are whole) nearest above `rough`.
+function roundStep(rough) {
+  if (!(rough > 1)) return 1;
+  const power = 10 ** Math.floor(Math.log10(rough));
+  return [1, 2, 5, 10].map((m) => m * power).find((s) => s >= rough);
+}
+
 /// Lines (and dots) on axes with a few round ticks.
 function chart(canvas, series, opts) {
   const g = canvas.getContext('2d');
@@ -454,8 +462,10 @@ function chart(canvas, series, opts) {
   for (let k = 0; k <= 4; k++) {
     const y = yMin + (yMax - yMin) * k / 4;
     g.fillText(y.toPrecision(3), 4, Y(y) + 4);
-    const x = xMin + (xMax - xMin) * k / 4;
-    g.fillText(Number.isInteger(x) ? String(x) : x.toFixed(1), X(x) - 8, H - B + 16);
+  }
+  const step = roundStep((xMax - xMin) / 4);
+  for (let x = Math.ceil(xMin / step) * step; x <= xMax + 1e-9; x += step) {
+    g.fillText(String(+x.toPrecision(6)), X(x) - 8, H - B + 16);
   }
   g.fillText(opts.xLabel, W - R - 50, H - 4);
   series.forEach((s, n) => {
