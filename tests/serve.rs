@@ -392,6 +392,31 @@ fn bad_requests_are_refused_and_the_server_goes_on() {
     drop(TcpStream::connect(served.addr).unwrap());
     let (status, _) = json(served.addr, "POST", "/api/predict?test=1", b"");
     assert_eq!(status, 200);
+    // another site's page may not post here; this server's own page may
+    let from = |origin: &str| {
+        let mut stream = TcpStream::connect(served.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let body = r#"{"model": "x"}"#;
+        write!(
+            stream,
+            "POST /api/train HTTP/1.1\r\nHost: {}\r\nOrigin: {origin}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            served.addr,
+            body.len()
+        )
+        .unwrap();
+        common::server::parse_reply(&common::server::read_reply(&mut stream))
+    };
+    let (status, reply) = from("http://elsewhere.example");
+    assert_eq!(status, 403, "{reply}");
+    assert!(
+        reply.contains("http://elsewhere.example is refused"),
+        "{reply}"
+    );
+    let (status, reply) = from(&format!("http://{}", served.addr));
+    assert_eq!(status, 400, "{reply}"); // past the origin check, to the settings' own error
+    assert!(reply.contains("is not two-layer"), "{reply}");
 }
 
 /// 2000 predictions from 8 threads at once: every one answered, and right.

@@ -160,6 +160,32 @@ pub fn body(request: &mut Request) -> Result<Vec<u8>, Refusal> {
     Ok(bytes)
 }
 
+/// A request sent from another site's page (its `Origin` names a host other than the one
+/// it was sent to) is refused: a page anywhere could otherwise start training runs on the
+/// reader's machine. Scripts and curl send no `Origin`, and pass.
+pub fn same_origin(request: &Request) -> Result<(), Refusal> {
+    let header = |name: &'static str| {
+        request
+            .headers()
+            .iter()
+            .find(|h| h.field.equiv(name))
+            .map(|h| h.value.as_str().to_string())
+    };
+    let Some(origin) = header("Origin") else {
+        return Ok(());
+    };
+    let origin_host = origin.split_once("://").map_or("", |(_, host)| host);
+    if header("Host").is_some_and(|host| host.eq_ignore_ascii_case(origin_host)) {
+        return Ok(());
+    }
+    Err(Refusal::new(
+        403,
+        format!(
+            "a request from the page of {origin} is refused: only this server's page may send one"
+        ),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -161,6 +161,9 @@ fn answer(context: &Arc<Context>, mut request: Request) {
         return stream_events(context, request);
     }
     let outcome = catch_unwind(AssertUnwindSafe(|| {
+        if *request.method() != Method::Get {
+            http::same_origin(&request)?;
+        }
         route(context, &mut request, &path, &query)
     }))
     .unwrap_or_else(|_| {
