@@ -75,7 +75,7 @@ def main():
             start = time.perf_counter()
             reply = json.load(urllib.request.urlopen(request))
             elapsed = (time.perf_counter() - start) * 1e3
-            top[name] = reply["top"][0]
+            top[name] = reply["top"][0] if "top" in reply else {"class": reply["class"], "probability": float("nan")}
             return reply["server_ms"], elapsed
 
         for name in names:
@@ -90,12 +90,12 @@ def main():
                     client_ms[name].append(c)
         print(f"{args.endpoint}, a drawn 7 (PNG 280x280), {rounds * 50} requests a model, "
               f"alternating rounds of 50")
-        print(f"{'model':48} {'top':>10} {'server p50':>11} {'p99':>8} {'client p50':>11} {'p99':>8}")
+        print(f"{'model':40} {'top':>9}  {'server ms p50':>13} {'p99':>7}  {'client ms p50':>13} {'p99':>7}")
         for name in names:
             t = top[name]
-            print(f"{name:48} {t['class']:>3} {t['probability']:6.3f} "
-                  f"{percentile(server_ms[name], 0.5):8.3f} ms {percentile(server_ms[name], 0.99):5.3f} ms "
-                  f"{percentile(client_ms[name], 0.5):8.3f} ms {percentile(client_ms[name], 0.99):5.3f} ms")
+            print(f"{name:40} {t['class']:>2} {t['probability']:6.3f}  "
+                  f"{percentile(server_ms[name], 0.5):13.3f} {percentile(server_ms[name], 0.99):7.3f}  "
+                  f"{percentile(client_ms[name], 0.5):13.3f} {percentile(client_ms[name], 0.99):7.3f}")
     finally:
         server.terminate()
         server.wait()
