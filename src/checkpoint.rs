@@ -24,6 +24,7 @@ use ndarray::ArrayD;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
 
+use crate::describe::Spec;
 use crate::error::{Error, Result};
 use crate::optim::OptimizerState;
 use crate::train::TrainState;
@@ -70,8 +71,13 @@ impl ModelInfo {
 
     /// A network of this shape with weights to be loaded (drawn here from a fixed seed).
     pub fn build(&self) -> Result<Network<f32>> {
+        Ok(self.spec()?.build(&mut Rng::new(0)))
+    }
+
+    /// The layers, checked against the input shape.
+    pub fn spec(&self) -> Result<Spec> {
         let [c, h, w] = self.input;
-        crate::describe::from_description(&self.layers, (c, h, w), self.classes, &mut Rng::new(0))
+        Spec::parse(&self.layers, (c, h, w), self.classes)
     }
 }
 
@@ -235,7 +241,7 @@ impl SavedFile {
     /// Reads `path`; errors say what is wrong with it (missing, truncated, not a backprop
     /// file, corrupt header).
     pub fn read(path: &Path) -> Result<SavedFile> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bytes = crate::limits::read_regular(path)?;
         Self::parse(path, &bytes)
     }
 
@@ -337,10 +343,22 @@ impl SavedFile {
 
     /// The network the file describes, with its weights.
     pub fn network(&self) -> Result<Network<f32>> {
-        let mut net = self
+        let spec = self
             .info
-            .build()
+            .spec()
             .map_err(|e| self.err(format!("its model description does not build: {e}")))?;
+        // the weights are in the file: a description of more is corrupt, and is refused
+        // before it is allocated
+        let wanted = crate::budget::Need::inference(&spec, 0).parameters / 4;
+        let held: u64 = (self.tensors.values())
+            .map(|(_, shape, _)| shape.iter().map(|&d| d as u64).product::<u64>())
+            .sum();
+        if wanted > held {
+            return Err(self.err(format!(
+                "its model description has {wanted} parameters, but the file holds {held} values: it is corrupt"
+            )));
+        }
+        let mut net = spec.build(&mut Rng::new(0));
         self.load_weights(&mut net)?;
         Ok(net)
     }
@@ -359,9 +377,30 @@ impl SavedFile {
                 state.optimizer.name()
             )));
         }
+        let shapes: BTreeMap<String, Vec<usize>> = state
+            .network
+            .params()
+            .into_iter()
+            .map(|(name, p)| (name, p.value.shape().to_vec()))
+            .collect();
         let mut buffers = BTreeMap::new();
         for (name, (_, shape, _)) in &self.tensors {
             if let Some(key) = name.strip_prefix(OPTIMIZER_PREFIX) {
+                // "m.W1": a buffer of parameter W1, of W1's shape
+                let param = key.split_once('.').map_or(key, |(_, p)| p);
+                match shapes.get(param) {
+                    Some(want) if want == shape => {}
+                    Some(want) => {
+                        return Err(self.err(format!(
+                            "tensor {name} is {shape:?}, but the parameter {param} is {want:?}: this checkpoint does not match its model"
+                        )));
+                    }
+                    None => {
+                        return Err(self.err(format!(
+                            "tensor {name} belongs to no parameter of the model ({param})"
+                        )));
+                    }
+                }
                 buffers.insert(key.to_string(), self.f32_tensor(name, shape)?);
             }
         }

@@ -2,7 +2,9 @@
 //! mini-batches, their losses recorded (ch. 6 `optimizer_compare_mnist.py` and
 //! `weight_init_compare.py`).
 
+use crate::budget::{Budget, Need};
 use crate::data::Mnist;
+use crate::describe::Spec;
 use crate::error::{Error, Result};
 use crate::layers::Targets;
 use crate::optim::{self, Optimizer};
@@ -107,6 +109,11 @@ fn build(data: &Mnist, cfg: &CompareConfig, init: Init) -> Result<Network<f32>> 
         dropout: 0.0,
         weight_decay: 0.0,
     };
+    let spec = Spec::parse(&mlp.description(), data.train.shape(), data.classes)?;
+    // the seven optimizers' networks at once, each with up to two buffers (Adam's)
+    let need = Need::training(&spec, cfg.batch_size, 2, 0, 1).times(7);
+    let lower = "--batch-size or the hidden sizes";
+    Budget::machine().check(&need, "this comparison", lower)?;
     MultiLayerNet::new(&mlp, &mut Rng::new(cfg.seed))
 }
 
@@ -126,7 +133,7 @@ fn race(
         ));
     }
     let mut rng = Rng::new(cfg.seed ^ 0x5eed);
-    let mut losses = vec![Vec::with_capacity(cfg.iters); contestants.len()];
+    let mut losses = vec![Vec::new(); contestants.len()];
     for i in 0..cfg.iters {
         let indices: Vec<usize> = (0..cfg.batch_size)
             .map(|_| rng.below(data.train.len()))

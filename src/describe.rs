@@ -31,6 +31,10 @@ use crate::{Float, Init, Network, Rng};
 /// allocation of terabytes.
 const MAX_WEIGHTS: usize = 1 << 32;
 
+/// The most layers a description may have: ten times the deepest networks of the field
+/// (ResNet-1001), where a runaway file would otherwise build, and train, for hours.
+const MAX_LAYERS: usize = 10_000;
+
 /// The shape of one sample between layers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Shape {
@@ -122,6 +126,9 @@ impl Spec {
                 continue;
             }
             let layer = words.layer(init).map_err(err)?;
+            if layers.len() == MAX_LAYERS {
+                return Err(err(format!("more than {MAX_LAYERS} layers")));
+            }
             let output = output_shape(&layer, shape).map_err(err)?;
             layers.push(SpecLine {
                 layer,

@@ -19,6 +19,8 @@ pub enum IdxProblem {
     Truncated { expected: u64, found: u64 },
     /// More data bytes than the header announces.
     Overlong { expected: u64 },
+    /// The header announces more data than [`crate::limits::max_data_bytes`].
+    TooLarge { expected: u64, limit: u64 },
     /// A label is not below the number of classes.
     LabelOutOfRange {
         index: usize,
@@ -47,6 +49,10 @@ impl fmt::Display for IdxProblem {
             IdxProblem::Overlong { expected } => write!(
                 f,
                 "overlong: data continues past the {expected} bytes the header announces"
+            ),
+            IdxProblem::TooLarge { expected, limit } => write!(
+                f,
+                "the header announces {expected} data bytes, over the limit of {limit} (BACKPROP_MAX_DATA_BYTES)"
             ),
             IdxProblem::LabelOutOfRange {
                 index,

@@ -21,7 +21,7 @@ use crate::{Network, parallel};
 /// groups of four rows of the MLP's sparse first layer (`sparse::union`), where 30 summed a
 /// last group of two at the cost of four (AMD EPYC, 6 alternating rounds, the evaluation's
 /// time in W2 0.138 -> 0.130 s; in W3, 4 rounds, 0.891 -> 0.895 s, the same).
-const CHUNK: usize = 24;
+pub const CHUNK: usize = 24;
 
 /// What [`evaluate`] measures.
 #[derive(Clone, Debug, PartialEq)]

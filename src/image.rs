@@ -40,7 +40,7 @@ impl Picture {
 
 /// Reads a PNG, JPEG or PGM file as a [`Picture`], in its own colours (grey or RGB).
 pub fn load_picture(path: &Path) -> Result<Picture> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = crate::limits::read_regular(path)?;
     decode_picture(path, &bytes)
 }
 
@@ -124,7 +124,7 @@ fn png_picture(bytes: &[u8]) -> std::result::Result<Picture, String> {
 
 /// Reads a PNG, JPEG or PGM (P2 or P5) file as grey; the format is told by its first bytes.
 pub fn load(path: &Path) -> Result<Grey> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = crate::limits::read_regular(path)?;
     decode(path, &bytes)
 }
 
@@ -151,6 +151,8 @@ fn png_samples(bytes: &[u8]) -> std::result::Result<(usize, usize, usize, Vec<u8
     let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
     decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
     let mut reader = decoder.read_info().map_err(|e| e.to_string())?;
+    let info = reader.info();
+    crate::limits::check_pixels(info.width as u64, info.height as u64)?;
     let size = reader
         .output_buffer_size()
         .ok_or("the image is too large")?;
@@ -200,8 +202,10 @@ fn jpeg_samples(
     let options = DecoderOptions::default().jpeg_set_out_colorspace(space);
     let mut decoder =
         zune_jpeg::JpegDecoder::new_with_options(std::io::Cursor::new(bytes), options);
-    let mut data = decoder.decode().map_err(|e| format!("{e:?}"))?;
+    decoder.decode_headers().map_err(|e| format!("{e:?}"))?;
     let info = decoder.info().ok_or("no image information")?;
+    crate::limits::check_pixels(info.width as u64, info.height as u64)?;
+    let mut data = decoder.decode().map_err(|e| format!("{e:?}"))?;
     let (w, h) = (info.width as usize, info.height as usize);
     let n = w * h * space.num_components();
     if data.len() < n {
@@ -246,9 +250,10 @@ fn pgm_grey(bytes: &[u8]) -> std::result::Result<Grey, String> {
         );
     }
     let (w, h, max) = (words[0], words[1], words[2]);
-    if max == 0 || max > 65535 || w.checked_mul(h).is_none_or(|n| n > 1 << 28) {
+    if max == 0 || max > 65535 {
         return Err("invalid header values".into());
     }
+    crate::limits::check_pixels(w as u64, h as u64)?;
     let n = w * h;
     let values: Vec<f32> = if bytes.starts_with(b"P5") {
         let data = &bytes[(pos + 1).min(bytes.len())..];

@@ -31,6 +31,7 @@
 
 #[doc(hidden)]
 pub mod alloc;
+pub mod budget;
 pub mod checkpoint;
 pub mod compare;
 pub mod data;
@@ -45,6 +46,7 @@ pub mod image;
 pub mod init;
 #[doc(hidden)]
 pub mod kernels;
+pub mod limits;
 // the book's algorithms: safe code only, the kernels live in `kernels`
 #[forbid(unsafe_code)]
 pub mod layers;

@@ -117,6 +117,36 @@ impl MlpConfig {
     }
 }
 
+impl MlpConfig {
+    /// The network in the description language ([`crate::describe`]): what is checked
+    /// against the input, and sized, before anything is allocated.
+    pub fn description(&self) -> String {
+        let init = match self.init {
+            Init::Std(s) => s.to_string(),
+            Init::Xavier => "xavier".into(),
+            Init::He => "he".into(),
+        };
+        let activation = match self.activation {
+            Activation::Relu => "relu",
+            Activation::Sigmoid => "sigmoid",
+            Activation::Tanh => "tanh",
+        };
+        let mut text = format!("init {init}\n");
+        for units in &self.hidden {
+            text += &format!("affine {units}\n");
+            if self.batch_norm {
+                text += "batchnorm\n";
+            }
+            text += activation;
+            text += "\n";
+            if self.dropout > 0.0 {
+                text += &format!("dropout {}\n", self.dropout);
+            }
+        }
+        text + "affine classes\n"
+    }
+}
+
 /// Builds [`MlpConfig`] networks.
 pub struct MultiLayerNet;
 
@@ -164,6 +194,17 @@ fn filters<T: Float>(fn_: usize, c: usize, k: usize, std: f64, rng: &mut Rng) ->
 pub struct SimpleConvNet;
 
 impl SimpleConvNet {
+    /// The network in the description language: what is checked against the input, and
+    /// sized, before anything is allocated.
+    pub const DESCRIPTION: &'static str = "init 0.01
+conv 30 5 stride=1 pad=0
+relu
+pool max 2 stride=2 pad=0
+affine 100
+relu
+affine classes
+";
+
     /// For samples of `(channels, height, width)` and `classes` outputs.
     #[allow(clippy::new_ret_no_self)]
     pub fn new<T: Float>(
@@ -205,6 +246,31 @@ impl SimpleConvNet {
 pub struct DeepConvNet;
 
 impl DeepConvNet {
+    /// The network in the description language: what is checked against the input, and
+    /// sized, before anything is allocated.
+    pub const DESCRIPTION: &'static str = "init he
+conv 16 3 stride=1 pad=1
+relu
+conv 16 3 stride=1 pad=1
+relu
+pool max 2 stride=2 pad=0
+conv 32 3 stride=1 pad=1
+relu
+conv 32 3 stride=1 pad=2
+relu
+pool max 2 stride=2 pad=0
+conv 64 3 stride=1 pad=1
+relu
+conv 64 3 stride=1 pad=1
+relu
+pool max 2 stride=2 pad=0
+affine 50
+relu
+dropout 0.5
+affine classes
+dropout 0.5
+";
+
     /// For samples of `(channels, height, width)` and `classes` outputs.
     #[allow(clippy::new_ret_no_self)]
     pub fn new<T: Float>(
@@ -254,6 +320,57 @@ mod tests {
     use super::*;
     use crate::layers::Targets;
     use ndarray::Array;
+
+    /// The parameters `net` holds, by name, as f64 values.
+    fn weights(net: &mut Network<f64>) -> Vec<(String, Vec<f64>)> {
+        let params = net.params();
+        params
+            .into_iter()
+            .map(|(name, p)| (name, p.value.iter().copied().collect()))
+            .collect()
+    }
+
+    /// Each book network's description builds it again, weight for weight from the same
+    /// seed: what is checked and sized before a run is what runs.
+    #[test]
+    fn descriptions_build_the_same_networks() {
+        let input = (1, 28, 28);
+        let built = |text: &str, seed| {
+            let spec = crate::describe::Spec::parse(text, input, 10).unwrap();
+            spec.build::<f64>(&mut Rng::new(seed))
+        };
+        let mut cases: Vec<(Network<f64>, Network<f64>)> = vec![
+            (
+                SimpleConvNet::new(input, 10, &mut Rng::new(1)),
+                built(SimpleConvNet::DESCRIPTION, 1),
+            ),
+            (
+                DeepConvNet::new(input, 10, &mut Rng::new(2)),
+                built(DeepConvNet::DESCRIPTION, 2),
+            ),
+        ];
+        for (batch_norm, dropout, activation, init) in [
+            (false, 0.0, Activation::Relu, Init::Std(0.01)),
+            (true, 0.5, Activation::Tanh, Init::Xavier),
+        ] {
+            let config = MlpConfig {
+                input_size: 784,
+                hidden: vec![20, 30],
+                output_size: 10,
+                activation,
+                init,
+                batch_norm,
+                dropout,
+                weight_decay: 0.0,
+            };
+            let net = MultiLayerNet::new(&config, &mut Rng::new(3)).unwrap();
+            cases.push((net, built(&config.description(), 3)));
+        }
+        for (mut book, mut described) in cases {
+            assert_eq!(book.description(), described.description());
+            assert_eq!(weights(&mut book), weights(&mut described));
+        }
+    }
 
     #[test]
     fn names_shapes_and_init() {

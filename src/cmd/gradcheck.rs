@@ -3,9 +3,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use backprop::budget::{Budget, Need};
 use backprop::data::Mnist;
+use backprop::describe::Spec;
 use backprop::layers::Targets;
-use backprop::{Error, Rng, TwoLayerNet};
+use backprop::{Activation, Error, Init, MlpConfig, Rng, TwoLayerNet};
 
 #[derive(clap::Args)]
 #[command(allow_negative_numbers = true)]
@@ -41,6 +43,20 @@ pub fn run(args: GradcheckArgs) -> Result<ExitCode, Error> {
     let data = Mnist::load(&args.data)?;
     let n = args.samples.min(data.train.len());
     let (x, labels) = data.train.batch_range::<f64>(0..n);
+    let mlp = MlpConfig {
+        input_size: data.train.input_size(),
+        hidden: vec![args.hidden],
+        output_size: data.classes,
+        activation: Activation::Relu,
+        init: Init::Std(0.01),
+        batch_norm: false,
+        dropout: 0.0,
+        weight_decay: 0.0,
+    };
+    let spec = Spec::parse(&mlp.description(), data.train.shape(), data.classes)?;
+    // in f64, twice what f32 takes; the numerical gradient adds no more than a copy
+    let need = Need::training(&spec, n, 1, 0, 1).times(2);
+    Budget::machine().check(&need, "this check", "--hidden or --samples")?;
     let mut rng = Rng::new(args.seed);
     let mut net = TwoLayerNet::new::<f64>(
         data.train.input_size(),

@@ -29,7 +29,7 @@ pub fn run(args: PredictArgs) -> Result<ExitCode, Error> {
     // all images first: a bad file is reported before any prediction
     let mut rows = Vec::with_capacity(args.images.len() * c * h * w);
     for path in &args.images {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bytes = backprop::limits::read_regular(path)?;
         rows.extend(model_input(path, &bytes, saved.info.input, digits)?);
     }
     let x = Array2::from_shape_vec((args.images.len(), c * h * w), rows).expect("one row an image");

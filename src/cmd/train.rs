@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use backprop::budget::Budget;
 use backprop::checkpoint::{self, ModelInfo, SavedFile, save_checkpoint, write_atomic};
 use backprop::data::Mnist;
 use backprop::data::folder::FolderOptions;
@@ -113,6 +114,11 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(default)]
     reference: bool,
+    /// The memory the run may take (8G, 512M) [default: what the machine has available]:
+    /// a run estimated to need more is refused before it starts.
+    #[arg(long, value_name = "SIZE")]
+    #[serde(skip)]
+    max_memory: Option<String>,
 
     /// A TOML file of these settings (`model = "simple-cnn"`, `epochs = 20`, ...); flags
     /// given as well override it.
@@ -214,9 +220,7 @@ impl TrainArgs {
     fn model(&self) -> Result<(Model, Option<String>), Error> {
         let layers = match (&self.layer_description, &self.layers) {
             (Some(text), _) => Some(text.clone()),
-            (None, Some(path)) => {
-                Some(std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?)
-            }
+            (None, Some(path)) => Some(backprop::limits::read_text(path)?),
             (None, None) => None,
         };
         let model = match self.model.as_deref().unwrap_or("two-layer") {
@@ -305,6 +309,12 @@ impl TrainArgs {
             seed: self.seed.unwrap_or(0),
             threads: self.threads.unwrap_or(defaults.threads),
             reference: self.reference,
+            max_memory: self
+                .max_memory
+                .as_deref()
+                .map(Budget::parse)
+                .transpose()?
+                .map(|b| b.bytes),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -393,7 +403,7 @@ impl TrainArgs {
 fn settings(args: &TrainArgs) -> Result<(TrainArgs, Option<SavedFile>), Error> {
     let mut merged = args.clone();
     if let Some(path) = &args.config {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = backprop::limits::read_text(path)?;
         merged = merged.over(TrainArgs::from_toml(path, &text)?);
     }
     let resumed = match &args.resume {

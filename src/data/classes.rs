@@ -44,7 +44,7 @@ pub fn resolve(data: &Path) -> Result<PathBuf> {
 pub fn class_names(dir: &Path, classes: usize) -> Result<Vec<String>> {
     let file = dir.join("classes.txt");
     if file.is_file() {
-        let text = std::fs::read_to_string(&file).map_err(|e| Error::io(&file, e))?;
+        let text = crate::limits::read_text(&file)?;
         let names: Vec<String> = text
             .lines()
             .map(str::trim)

@@ -8,7 +8,6 @@
 //! Nothing is allocated from a header's numbers: the data buffer grows only with bytes that are
 //! really in the file, and reading stops one byte past the announced length.
 
-use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
 
@@ -116,7 +115,13 @@ fn read_idx(path: &Path, magic: u32, ndims: usize) -> Result<(Vec<usize>, Vec<u8
             })
         })?;
 
-    // Data: read at most one byte more than announced, so an overlong file is caught.
+    let limit = crate::limits::max_data_bytes();
+    if expected > limit {
+        return Err(idx_err(IdxProblem::TooLarge { expected, limit }));
+    }
+
+    // Data: read at most one byte more than announced, so an overlong file is caught (and a
+    // gzip stream is inflated no further).
     let mut data = Vec::new();
     reader
         .take(expected.saturating_add(1))
@@ -134,7 +139,7 @@ fn read_idx(path: &Path, magic: u32, ndims: usize) -> Result<(Vec<usize>, Vec<u8
 
 /// A reader over the file's contents, gunzipped when it starts with the gzip magic 1f 8b.
 fn open_maybe_gzip(path: &Path) -> io::Result<Box<dyn Read>> {
-    let mut file = BufReader::new(File::open(path)?);
+    let mut file = BufReader::new(crate::limits::open_regular(path)?);
     let is_gzip = file.fill_buf()?.starts_with(&[0x1f, 0x8b]);
     Ok(if is_gzip {
         Box::new(GzDecoder::new(file))

@@ -176,6 +176,16 @@ fn no_leftovers<T>(optimizer: &str, state: &OptimizerState<T>) -> Result<()> {
     }
 }
 
+/// Values an optimizer keeps a parameter (a velocity, Adam's two moments): what its state
+/// adds to a run's memory. Unknown names count as none; [`by_name`] refuses them.
+pub fn buffers_per_parameter(name: &str) -> u64 {
+    match name.to_ascii_lowercase().as_str() {
+        "momentum" | "nesterov" | "adagrad" | "rmsprop" => 1,
+        "adam" | "adamw" => 2,
+        _ => 0,
+    }
+}
+
 /// The optimizers by the names users type: `sgd`, `momentum`, `nesterov`, `adagrad`,
 /// `rmsprop`, `adam`, `adamw`, each with its defaults and the learning rate `lr`.
 pub fn by_name<T: Float>(name: &str, lr: f64) -> Result<Box<dyn Optimizer<T>>> {

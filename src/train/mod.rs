@@ -20,9 +20,11 @@ pub use workloads::workloads;
 
 use loader::Loader;
 use run_loop::RunLoop;
-use schedule::schedule_lengths;
+use schedule::{check_length, schedule_lengths};
 
+use crate::budget::{Budget, Need};
 use crate::data::{Dataset, Mnist};
+use crate::describe::Spec;
 use crate::error::{Error, Result};
 pub use crate::evaluate::accuracy;
 use crate::layers::{Input, Targets};
@@ -82,6 +84,8 @@ pub struct TrainConfig {
     pub threads: usize,
     /// The book's code alone ([`Network::set_reference`]): no kernel, no rewrite.
     pub reference: bool,
+    /// The memory the run may take, in bytes; None: what the machine has available.
+    pub max_memory: Option<u64>,
 }
 
 impl Default for TrainConfig {
@@ -106,6 +110,7 @@ impl Default for TrainConfig {
             seed: 0,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             reference: false,
+            max_memory: None,
         }
     }
 }
@@ -160,6 +165,46 @@ impl TrainConfig {
         }
         optim::by_name::<f32>(&self.optimizer, self.lr)?;
         self.mlp(1, 1).validate()
+    }
+
+    /// The network in the description language, checked layer by layer against samples of
+    /// `input` and `classes` outputs: a layer that does not fit is an error naming the model
+    /// and the layer, before anything is allocated.
+    pub fn spec(&self, input: (usize, usize, usize), classes: usize) -> Result<Spec> {
+        let (name, text) = match self.model {
+            Model::TwoLayer | Model::Mlp => {
+                let flat = input.0.saturating_mul(input.1).saturating_mul(input.2);
+                let name = if self.model == Model::Mlp {
+                    "mlp"
+                } else {
+                    "two-layer"
+                };
+                (name, self.mlp(flat, classes).description())
+            }
+            Model::SimpleCnn => ("simple-cnn", SimpleConvNet::DESCRIPTION.to_string()),
+            Model::DeepCnn => ("deep-cnn", DeepConvNet::DESCRIPTION.to_string()),
+            Model::Described => {
+                let text = self
+                    .layers
+                    .as_deref()
+                    .ok_or_else(|| Error::Config("--layers: no description given".into()))?;
+                return Spec::parse(text, input, classes);
+            }
+        };
+        let (c, h, w) = input;
+        Spec::parse(&text, input, classes)
+            .map_err(|e| Error::Config(format!("--model {name} on {c}x{h}x{w} images: {e}")))
+    }
+
+    /// The memory budget: `max_memory`, else what the machine has available.
+    pub fn budget(&self) -> Budget {
+        match self.max_memory {
+            Some(bytes) => Budget {
+                bytes,
+                from_flag: true,
+            },
+            None => Budget::machine(),
+        }
     }
 
     /// The network's description for `input` inputs and `classes` outputs.
@@ -366,6 +411,7 @@ pub fn train_with(
         best_accuracy: -1.0,
     };
     restore(&mut state)?;
+    check_length(cfg, n)?;
     let total = schedule_lengths(cfg, n).1;
     if state.order.len() != n || state.iteration > total {
         return Err(Error::Config(format!(
@@ -400,6 +446,17 @@ pub fn train_with(
 /// The network `cfg` describes, for `data`'s image size and classes.
 pub fn build(cfg: &TrainConfig, data: &Mnist, rng: &mut Rng) -> Result<Network<f32>> {
     let image = data.train.shape();
+    let spec = cfg.spec(image, data.classes)?;
+    let buffers = optim::buffers_per_parameter(&cfg.optimizer);
+    let need = Need::training(
+        &spec,
+        cfg.batch_size,
+        buffers,
+        crate::evaluate::CHUNK,
+        cfg.threads,
+    );
+    let lower = "--batch-size, or the model's size (--hidden, the layers)";
+    cfg.budget().check(&need, "this run", lower)?;
     let mut net = match cfg.model {
         Model::TwoLayer | Model::Mlp => {
             MultiLayerNet::new(&cfg.mlp(data.train.input_size(), data.classes), rng)?

@@ -84,9 +84,23 @@ pub(super) fn schedule_lengths(cfg: &TrainConfig, n: usize) -> (usize, usize) {
     };
     let total = match cfg.length {
         Length::Iterations(k) => k,
-        Length::Epochs(e) => e * per_epoch,
+        // saturates: train_with refuses a length past usize before the run starts
+        Length::Epochs(e) => e.saturating_mul(per_epoch),
     };
     (per_epoch, total)
+}
+
+/// Refuses `--epochs` whose updates overflow a count, before the run starts.
+pub(super) fn check_length(cfg: &TrainConfig, n: usize) -> crate::error::Result<()> {
+    let (per_epoch, _) = schedule_lengths(cfg, n);
+    match cfg.length {
+        Length::Epochs(e) if e.checked_mul(per_epoch).is_none() => {
+            Err(crate::error::Error::Config(format!(
+                "--epochs {e}: {e} epochs of {per_epoch} updates are more updates than can be counted"
+            )))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The indices of a batch: `batch_size` random draws (np.random.choice), or the slice
