@@ -350,8 +350,9 @@ impl SavedFile {
         // the weights are in the file: a description of more is corrupt, and is refused
         // before it is allocated
         let wanted = crate::budget::Need::inference(&spec, 0).parameters / 4;
-        let held: u64 = (self.tensors.values())
-            .map(|(_, shape, _)| shape.iter().map(|&d| d as u64).product::<u64>())
+        let held: u64 = (self.tensors.iter())
+            .filter(|(name, _)| !name.starts_with(OPTIMIZER_PREFIX) && !name.starts_with("train."))
+            .map(|(_, (_, shape, _))| shape.iter().map(|&d| d as u64).product::<u64>())
             .sum();
         if wanted > held {
             return Err(self.err(format!(
