@@ -165,7 +165,7 @@ fn counts(spec: &Spec) -> (u64, u64, u64) {
                 let weights = (d_in + 1).saturating_mul(*outputs as u64);
                 params = params.saturating_add(weights);
             }
-            (LayerSpec::BatchNorm, _) => {
+            (LayerSpec::BatchNorm { .. }, _) => {
                 params = params.saturating_add(4 * channel_count(line.input));
             }
             _ => {}

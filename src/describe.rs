@@ -77,7 +77,12 @@ pub enum LayerSpec {
         outputs: usize,
         init: Init,
     },
-    BatchNorm,
+    /// `batchnorm eps=E momentum=M` (defaults [`BatchNormalization::EPS`] and
+    /// [`BatchNormalization::MOMENTUM`]).
+    BatchNorm {
+        eps: f64,
+        momentum: f64,
+    },
     /// `dropout RATIO`.
     Dropout(f64),
     Relu,
@@ -202,12 +207,14 @@ fn push_layer<T: Float>(net: &mut Network<T>, line: &SpecLine, rng: &mut Rng) {
             let w = gaussian(d_in, outputs, init.std(d_in), rng);
             net.push(Affine::new(w, Array1::zeros(outputs)));
         }
-        LayerSpec::BatchNorm => {
+        LayerSpec::BatchNorm { eps, momentum } => {
             let channels = match line.input {
                 Shape::Image(c, _, _) => c,
                 Shape::Flat(d) => d,
             };
-            net.push(BatchNormalization::new(channels));
+            let mut bn = BatchNormalization::new(channels);
+            (bn.eps, bn.momentum) = (eps, momentum);
+            net.push(bn);
         }
         LayerSpec::Dropout(ratio) => {
             net.push(Dropout::new(ratio, rng.next_u64()));
@@ -341,6 +348,12 @@ impl<'a> Line<'a> {
         }
     }
 
+    /// Option `name=` as a real number: None when not given, Some(None) when not a number.
+    fn real_option(&self, name: &str) -> Option<Option<f64>> {
+        let (_, v) = self.options.iter().find(|(k, _)| *k == name)?;
+        Some(v.parse::<f64>().ok())
+    }
+
     /// The window of `size(i)` with its `stride=` (default `stride`) and `pad=` options.
     fn window(&self, i: usize, stride: Option<usize>) -> std::result::Result<Window, String> {
         let (fh, fw) = self.size(i)?;
@@ -380,7 +393,21 @@ impl<'a> Line<'a> {
                 outputs: self.count(0)?,
                 init,
             },
-            "batchnorm" => LayerSpec::BatchNorm,
+            "batchnorm" => {
+                let number = |name: &str, default: f64| match self.real_option(name) {
+                    None => Ok(default),
+                    Some(v) => v.ok_or(format!("{name}= is not a number")),
+                };
+                let eps = number("eps", BatchNormalization::<f32>::EPS)?;
+                let momentum = number("momentum", BatchNormalization::<f32>::MOMENTUM)?;
+                if !(eps.is_finite() && eps > 0.0) {
+                    return Err(format!("eps={eps} is not a positive number"));
+                }
+                if !(0.0..1.0).contains(&momentum) {
+                    return Err(format!("momentum={momentum} is not in [0, 1)"));
+                }
+                LayerSpec::BatchNorm { eps, momentum }
+            }
             "dropout" => {
                 let ratio: f64 = self
                     .positional
@@ -412,7 +439,9 @@ fn split_options<'a>(words: &[&'a str]) -> std::result::Result<Words<'a>, String
     let (mut positional, mut options) = (Vec::new(), Vec::new());
     for w in words {
         match w.split_once('=') {
-            Some((k, v)) if ["stride", "pad"].contains(&k) => options.push((k, v)),
+            Some((k, v)) if ["stride", "pad", "eps", "momentum"].contains(&k) => {
+                options.push((k, v))
+            }
             Some((k, _)) => return Err(format!("unknown option {k:?}")),
             None => positional.push(*w),
         }
@@ -437,6 +466,37 @@ mod tests {
         relu
         affine classes
     ";
+
+    /// `batchnorm eps= momentum=` reach the layer and come back in its description (a
+    /// default is left out, so that files saved before the options read the same); values
+    /// out of range are refused with the line.
+    #[test]
+    fn batch_norm_takes_eps_and_momentum() {
+        let text = "affine 20\nbatchnorm eps=1e-5 momentum=0.99\nrelu\naffine 10\nbatchnorm\naffine classes";
+        let spec = Spec::parse(text, (1, 4, 4), 3).unwrap();
+        assert_eq!(
+            spec.layers[1].layer,
+            LayerSpec::BatchNorm {
+                eps: 1e-5,
+                momentum: 0.99
+            }
+        );
+        let net = spec.build::<f64>(&mut Rng::new(0));
+        let lines: Vec<String> = net.description().lines().map(str::to_string).collect();
+        assert_eq!(lines[1], "batchnorm eps=1e-5 momentum=0.99");
+        assert_eq!(lines[4], "batchnorm");
+        let again = Spec::parse(&net.description(), (1, 4, 4), 3).unwrap();
+        assert_eq!(again.layers[1].layer, spec.layers[1].layer);
+        for (line, says) in [
+            ("batchnorm eps=0", "eps=0 is not a positive number"),
+            ("batchnorm eps=abc", "eps= is not a number"),
+            ("batchnorm momentum=1", "momentum=1 is not in [0, 1)"),
+            ("batchnorm gamma=2", "unknown option \"gamma\""),
+        ] {
+            let err = Spec::parse(&format!("{line}\naffine classes"), (1, 4, 4), 3).unwrap_err();
+            assert!(err.to_string().contains(says), "{line}: {err}");
+        }
+    }
 
     #[test]
     fn every_model_is_rebuilt_from_its_own_description() {

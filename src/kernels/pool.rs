@@ -259,17 +259,18 @@ fn max_2x2_row<T: Float, const RELU: bool>(a: &[T], b: &[T], y: &mut [T], corner
 }
 
 /// One window's maximum and which pixel it is: the first maximum in the order top-left,
-/// top-right, bottom-left, bottom-right.
+/// top-right, bottom-left, bottom-right; a NaN wins (the last NaN), as in
+/// [`crate::layers::Pooling`]'s windows and PyTorch.
 #[inline(always)]
 fn max_2x2_window<T: Float>(a0: T, a1: T, b0: T, b1: T) -> (T, u8) {
     // NOTE: selects, not branches: on real activations the winner is a coin toss,
     // and mispredicted branches made this the slowest loop of a SimpleConvNet step
     let (mut best, mut at) = (a0, 0u8);
-    let take = a1 > best;
+    let take = a1 > best || a1.is_nan();
     (best, at) = (if take { a1 } else { best }, if take { 1 } else { at });
-    let take = b0 > best;
+    let take = b0 > best || b0.is_nan();
     (best, at) = (if take { b0 } else { best }, if take { 2 } else { at });
-    let take = b1 > best;
+    let take = b1 > best || b1.is_nan();
     (best, at) = (if take { b1 } else { best }, if take { 3 } else { at });
     (best, at)
 }

@@ -56,8 +56,11 @@ struct Cache<T> {
 }
 
 impl<T: Float> BatchNormalization<T> {
-    /// The eps of every batch normalization the description language builds, and so what
-    /// model files assume (the book's code writes `10e-7`, which is 1e-6).
+    /// The eps a batch normalization has unless its description says `eps=`, and so what
+    /// model files saved without one assume. NOTE: the book's code writes
+    /// `np.sqrt(self.running_var + 10e-7)`, which is 1e-6; this is 1e-7 because every model
+    /// file saved before `eps=` existed was trained with it (`batchnorm eps=1e-6` gives the
+    /// book's; PyTorch's default is 1e-5).
     pub const EPS: f64 = 1e-7;
     /// The running statistics' momentum: the book's 0.9 (PyTorch's `momentum` is 1 - this).
     pub const MOMENTUM: f64 = 0.9;
@@ -155,7 +158,14 @@ impl<T: Float> Layer<T> for BatchNormalization<T> {
     }
 
     fn describe(&self) -> String {
-        "batchnorm".into()
+        let mut line = String::from("batchnorm");
+        if self.eps != Self::EPS {
+            line += &format!(" eps={:e}", self.eps);
+        }
+        if self.momentum != Self::MOMENTUM {
+            line += &format!(" momentum={}", self.momentum);
+        }
+        line
     }
 
     fn forward(&mut self, x: ArrayD<T>) -> ArrayD<T> {

@@ -24,7 +24,8 @@ pub enum PoolKind {
 ///
 /// # Forward and gradient
 /// ```text
-/// max:     y = max over the window,   dx[argmax] += dy   (the first maximum on ties)
+/// max:     y = max over the window,   dx[argmax] += dy   (the first maximum on ties;
+///                                                      a NaN wins, as in PyTorch)
 /// average: y = Σ window / (PH·PW),    dx[each]   += dy / (PH·PW)
 /// ```
 ///
@@ -177,13 +178,14 @@ impl<T: Float> Pooling<T> {
                     let (rows, cols) = self.span(oy, ox, h, w);
                     match self.kind {
                         PoolKind::Max => {
-                            // the window's first pixel, then the first larger one
+                            // the window's first pixel, then the first larger one; a
+                            // NaN wins (the last NaN), as in PyTorch: it is not hidden
                             let first = rows.start * w + cols.start;
                             let mut best = (first, img[first]);
                             for yy in rows {
                                 let line = yy * w + cols.start;
                                 for (k, &v) in img[line..line + cols.len()].iter().enumerate() {
-                                    if v > best.1 {
+                                    if v > best.1 || v.is_nan() {
                                         best = (line + k, v);
                                     }
                                 }
@@ -449,6 +451,48 @@ mod tests {
                 let trained = Layer::<f32>::forward(&mut pool, x.clone());
                 let bits = |a: &ArrayD<f32>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&predicted), bits(&trained), "{h}x{w}");
+            }
+        }
+    }
+
+    /// A NaN in a window is its maximum and takes its gradient (PyTorch: `val > maxval ||
+    /// isnan(val)`), wherever it stands in the window, on the book's windows and the kernel;
+    /// a window without one is untouched.
+    #[test]
+    fn max_pooling_propagates_nan_as_pytorch() {
+        let nan = f32::NAN;
+        for window in [
+            [nan, 1.0, 0.0, 3.0],
+            [0.0, 1.0, nan, 3.0],
+            [0.0, 1.0, 3.0, nan],
+        ] {
+            let at = window.iter().position(|v| v.is_nan()).unwrap();
+            // two windows side by side: the NaN's and a plain one, [5, 6, 7, 4]
+            let (a, b) = (
+                [window[0], window[1], 5.0, 6.0],
+                [window[2], window[3], 7.0, 4.0],
+            );
+            let x = Array::from_shape_vec((1, 1, 2, 4), [a, b].concat())
+                .unwrap()
+                .into_dyn();
+            let dy = Array::from_shape_vec((1, 1, 1, 2), vec![1.0f32, 2.0])
+                .unwrap()
+                .into_dyn();
+            for reference in [true, false] {
+                let mut pool = Pooling::<f32>::max(2, 2, 2);
+                Accelerated::<f32>::set_reference(&mut pool, reference);
+                let y = Layer::<f32>::forward(&mut pool, x.clone());
+                assert!(y[[0, 0, 0, 0]].is_nan(), "{window:?} reference {reference}");
+                assert_eq!(y[[0, 0, 0, 1]], 7.0);
+                let dx = Layer::<f32>::backward(&mut pool, dy.clone());
+                let mut expected = vec![0.0f32; 8];
+                expected[(at / 2) * 4 + at % 2] = 1.0;
+                expected[4 + 2] = 2.0;
+                assert_eq!(
+                    dx.iter().copied().collect::<Vec<_>>(),
+                    expected,
+                    "{window:?}"
+                );
             }
         }
     }

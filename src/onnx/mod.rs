@@ -33,7 +33,7 @@ use crate::Network;
 use crate::checkpoint::{ModelInfo, SavedFile, write_atomic};
 use crate::describe::{LayerSpec, Shape, Spec, SpecLine};
 use crate::error::{Error, Result};
-use crate::layers::{BatchNormalization, PoolKind, Window};
+use crate::layers::{PoolKind, Window};
 use proto::{
     AttributeProto, Dimension, DimensionValue, GraphProto, ModelProto, NodeProto,
     OperatorSetIdProto, StringStringEntryProto, TensorProto, TensorShapeProto, TensorTypeProto,
@@ -258,14 +258,14 @@ impl Graph {
                 let b = self.weight(tensors.param("b", name)?);
                 self.node("Gemm", name, vec![w, b], vec![]);
             }
-            LayerSpec::BatchNorm => {
+            LayerSpec::BatchNorm { eps, .. } => {
                 let inputs = vec![
                     self.weight(tensors.param("gamma", name)?),
                     self.weight(tensors.param("beta", name)?),
                     self.weight(tensors.buffer("running_mean", name)?),
                     self.weight(tensors.buffer("running_var", name)?),
                 ];
-                let eps = float("epsilon", BatchNormalization::<f32>::EPS as f32);
+                let eps = float("epsilon", eps as f32);
                 self.node("BatchNormalization", name, inputs, vec![eps]);
             }
             LayerSpec::Dropout(_) => self.node("Identity", name, vec![], vec![]),

@@ -101,7 +101,10 @@ fn pooling_windows_keep_their_padding_and_average_counts_it() {
     assert_eq!(attr(1, "count_include_pad").i, 1);
     assert_eq!(attr(1, "ceil_mode").i, 0);
     assert_eq!(attr(2, "pads").ints, [1, 1, 1, 1]);
-    assert_eq!(attr(3, "epsilon").f, BatchNormalization::<f32>::EPS as f32);
+    assert_eq!(
+        attr(3, "epsilon").f,
+        crate::layers::BatchNormalization::<f32>::EPS as f32
+    );
     assert_eq!(
         graph.node[3].input[1..],
         ["gamma1", "beta1", "running_mean1", "running_var1"]
