@@ -24,6 +24,7 @@ pub mod pool;
 #[cfg(test)]
 mod reference_tests;
 pub mod sparse;
+pub mod sum;
 
 pub use dot::{gemm_nt_acc, row_sums_acc};
 pub use exp::exp_in_place;

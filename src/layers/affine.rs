@@ -159,15 +159,15 @@ impl<T: Float> Affine<T> {
         );
         // written, not added to: no zeroing pass over dW first
         x.matmul_tn(dy, &mut self.dw.view_mut(), &mut self.nz_t, self.threads);
-        // db = Σₙ dy[n, :], row by row (as slices when dy is in standard layout)
-        self.db.fill(T::zero());
+        // db = Σₙ dy[n, :], pairwise over the rows (kernels::sum: its error grows with log N,
+        // not N) when dy is in standard layout
         match (self.db.as_slice_mut(), dy.as_slice()) {
             (Some(db), Some(dy)) if !db.is_empty() => {
-                for row in dy.chunks_exact(db.len()) {
-                    db.iter_mut().zip(row).for_each(|(s, &d)| *s = *s + d);
-                }
+                let width = db.len();
+                crate::kernels::sum::column_sums(dy, width, db);
             }
             _ => {
+                self.db.fill(T::zero());
                 for row in dy.rows() {
                     self.db.zip_mut_with(&row, |s, &d| *s = *s + d);
                 }
