@@ -71,7 +71,8 @@ pub struct TrainArgs {
     /// L2 weight decay λ (the book's weight_decay_lambda) [default: 0].
     #[arg(long, allow_hyphen_values = true)]
     weight_decay: Option<f64>,
-    /// sgd, momentum, nesterov, adagrad, rmsprop, adam or adamw [default: sgd].
+    /// sgd, momentum, nesterov (the book's), nesterov-torch (PyTorch's), adagrad, rmsprop,
+    /// adam or adamw [default: sgd].
     #[arg(long)]
     optimizer: Option<String>,
     /// Learning rate [default: 0.1 for sgd (the book's ch05), else the book's rate for the

@@ -17,7 +17,7 @@ pub use adagrad::{AdaGrad, AdaGradConfig};
 pub use adam::{Adam, AdamConfig};
 pub use adamw::{AdamW, AdamWConfig};
 pub use momentum::{Momentum, MomentumConfig};
-pub use nesterov::{Nesterov, NesterovConfig};
+pub use nesterov::{Nesterov, NesterovConfig, NesterovTorch};
 pub use rmsprop::{RmsProp, RmsPropConfig};
 pub use sgd::Sgd;
 
@@ -180,7 +180,7 @@ fn no_leftovers<T>(optimizer: &str, state: &OptimizerState<T>) -> Result<()> {
 /// adds to a run's memory. Unknown names count as none; [`by_name`] refuses them.
 pub fn buffers_per_parameter(name: &str) -> u64 {
     match name.to_ascii_lowercase().as_str() {
-        "momentum" | "nesterov" | "adagrad" | "rmsprop" => 1,
+        "momentum" | "nesterov" | "nesterov-torch" | "adagrad" | "rmsprop" => 1,
         "adam" | "adamw" => 2,
         _ => 0,
     }
@@ -196,6 +196,10 @@ pub fn by_name<T: Float>(name: &str, lr: f64) -> Result<Box<dyn Optimizer<T>>> {
             ..Default::default()
         })),
         "nesterov" => Box::new(Nesterov::new(NesterovConfig {
+            lr,
+            ..Default::default()
+        })),
+        "nesterov-torch" => Box::new(NesterovTorch::new(NesterovConfig {
             lr,
             ..Default::default()
         })),
@@ -220,7 +224,7 @@ pub fn by_name<T: Float>(name: &str, lr: f64) -> Result<Box<dyn Optimizer<T>>> {
         })),
         other => {
             return Err(Error::Config(format!(
-                "--optimizer: unknown optimizer {other:?} (sgd, momentum, nesterov, adagrad, rmsprop, adam, adamw)"
+                "--optimizer: unknown optimizer {other:?} (sgd, momentum, nesterov, nesterov-torch, adagrad, rmsprop, adam, adamw)"
             )));
         }
     })
@@ -272,6 +276,21 @@ pub fn by_name<T: Float>(name: &str, lr: f64) -> Result<Box<dyn Optimizer<T>>> {
 ///         p += mu * mu * v
 ///         p -= (1 + mu) * lr * g
 /// print(list(W.flatten()) + list(b))
+/// ```
+///
+/// PyTorch's Nesterov (`SGD(p, lr=0.1, momentum=0.9, nesterov=True)`), written out as its
+/// documentation's algorithm in Python floats:
+///
+/// ```python
+/// W = [0.5, -1.0, 2.0, 0.0, 1.5, -0.5]; b = [0.3, -0.7, 1.2]; lr, mu = 0.1, 0.9
+/// bw = bb = None
+/// for _ in range(5):
+///     gW = [2 * (w - 1) for w in W]; gb = [v * v for v in b]
+///     bw = gW[:] if bw is None else [mu * x + g for x, g in zip(bw, gW)]
+///     bb = gb[:] if bb is None else [mu * x + g for x, g in zip(bb, gb)]
+///     W = [w - lr * (g + mu * x) for w, g, x in zip(W, gW, bw)]
+///     b = [v - lr * (g + mu * x) for v, g, x in zip(b, gb, bb)]
+/// print(W + b)
 /// ```
 #[cfg(test)]
 pub(crate) mod testing {
