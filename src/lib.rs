@@ -41,6 +41,8 @@ pub mod evaluate;
 mod float;
 #[doc(hidden)]
 pub mod flops;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gradcheck;
 pub mod image;
 pub mod init;

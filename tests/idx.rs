@@ -103,8 +103,8 @@ fn zero_or_overflowing_dimensions_are_errors_and_nothing_is_allocated_from_them(
             dims: vec![5, 0, 28]
         }
     );
-    // 4e9 x 4e9 x 4e9 overflows u64; 4e9 x 28 x 28 does not, and is then simply truncated:
-    // the reader must not try to allocate 3 TB for it.
+    // 4e9 x 4e9 x 4e9 overflows u64; 4e9 x 28 x 28 does not, and is over the data limit: the
+    // reader refuses both from the header, and allocates nothing for them
     fs::write(&path, idx_images(u32::MAX, u32::MAX, u32::MAX, &[1, 2])).unwrap();
     assert!(matches!(
         problem(read_images(&path), &path),
@@ -113,8 +113,17 @@ fn zero_or_overflowing_dimensions_are_errors_and_nothing_is_allocated_from_them(
     fs::write(&path, idx_images(u32::MAX, 28, 28, &[1, 2])).unwrap();
     assert_eq!(
         problem(read_images(&path), &path),
-        IdxProblem::Truncated {
+        IdxProblem::TooLarge {
             expected: u32::MAX as u64 * 784,
+            limit: 4 << 30
+        }
+    );
+    // under the limit, a header that promises more than the file has is simply truncated
+    fs::write(&path, idx_images(1000, 28, 28, &[1, 2])).unwrap();
+    assert_eq!(
+        problem(read_images(&path), &path),
+        IdxProblem::Truncated {
+            expected: 784_000,
             found: 2
         }
     );

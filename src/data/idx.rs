@@ -31,7 +31,24 @@ pub struct IdxImages {
 
 /// Reads an IDX image file (gzip or raw, told apart by the gzip magic bytes).
 pub fn read_images(path: &Path) -> Result<IdxImages> {
-    let (dims, pixels) = read_idx(path, IMAGES_MAGIC, 3)?;
+    let reader = open_maybe_gzip(path).map_err(|e| Error::io(path, e))?;
+    images_from(path, reader)
+}
+
+/// [`read_images`] of a file's bytes already read; `path` names them in errors.
+pub fn parse_images(path: &Path, bytes: &[u8]) -> Result<IdxImages> {
+    let reader = maybe_gzip(bytes).map_err(|e| Error::io(path, e))?;
+    images_from(path, reader)
+}
+
+/// [`read_labels`] of a file's bytes already read; `path` names them in errors.
+pub fn parse_labels(path: &Path, bytes: &[u8], classes: Option<usize>) -> Result<Vec<u8>> {
+    let reader = maybe_gzip(bytes).map_err(|e| Error::io(path, e))?;
+    labels_from(path, reader, classes)
+}
+
+fn images_from(path: &Path, reader: Box<dyn Read + '_>) -> Result<IdxImages> {
+    let (dims, pixels) = read_idx(path, reader, IMAGES_MAGIC, 3)?;
     Ok(IdxImages {
         count: dims[0],
         rows: dims[1],
@@ -42,7 +59,12 @@ pub fn read_images(path: &Path) -> Result<IdxImages> {
 
 /// Reads an IDX label file; with `classes`, every label must be below it.
 pub fn read_labels(path: &Path, classes: Option<usize>) -> Result<Vec<u8>> {
-    let (_, labels) = read_idx(path, LABELS_MAGIC, 1)?;
+    let reader = open_maybe_gzip(path).map_err(|e| Error::io(path, e))?;
+    labels_from(path, reader, classes)
+}
+
+fn labels_from(path: &Path, reader: Box<dyn Read + '_>, classes: Option<usize>) -> Result<Vec<u8>> {
+    let (_, labels) = read_idx(path, reader, LABELS_MAGIC, 1)?;
     if let Some(classes) = classes {
         check_labels(path, &labels, classes)?;
     }
@@ -64,8 +86,13 @@ pub fn check_labels(path: &Path, labels: &[u8], classes: usize) -> Result<()> {
     }
 }
 
-/// Opens, checks and reads one IDX file: returns its dimensions and its data bytes.
-fn read_idx(path: &Path, magic: u32, ndims: usize) -> Result<(Vec<usize>, Vec<u8>)> {
+/// Checks and reads one IDX file from `reader`: returns its dimensions and its data bytes.
+fn read_idx(
+    path: &Path,
+    mut reader: Box<dyn Read + '_>,
+    magic: u32,
+    ndims: usize,
+) -> Result<(Vec<usize>, Vec<u8>)> {
     let io_err = |source: io::Error| Error::Io {
         path: path.to_path_buf(),
         source,
@@ -74,7 +101,6 @@ fn read_idx(path: &Path, magic: u32, ndims: usize) -> Result<(Vec<usize>, Vec<u8
         path: path.to_path_buf(),
         problem,
     };
-    let mut reader = open_maybe_gzip(path).map_err(io_err)?;
 
     // Header: the magic number first (so a file of the other kind is named as such, however
     // short), then one big-endian u32 per dimension.
@@ -139,12 +165,16 @@ fn read_idx(path: &Path, magic: u32, ndims: usize) -> Result<(Vec<usize>, Vec<u8
 
 /// A reader over the file's contents, gunzipped when it starts with the gzip magic 1f 8b.
 fn open_maybe_gzip(path: &Path) -> io::Result<Box<dyn Read>> {
-    let mut file = BufReader::new(crate::limits::open_regular(path)?);
-    let is_gzip = file.fill_buf()?.starts_with(&[0x1f, 0x8b]);
+    maybe_gzip(BufReader::new(crate::limits::open_regular(path)?))
+}
+
+/// `reader`, gunzipped when it starts with the gzip magic 1f 8b.
+fn maybe_gzip<'a>(mut reader: impl BufRead + 'a) -> io::Result<Box<dyn Read + 'a>> {
+    let is_gzip = reader.fill_buf()?.starts_with(&[0x1f, 0x8b]);
     Ok(if is_gzip {
-        Box::new(GzDecoder::new(file))
+        Box::new(GzDecoder::new(reader))
     } else {
-        Box::new(file)
+        Box::new(reader)
     })
 }
 
