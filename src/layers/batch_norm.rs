@@ -141,12 +141,16 @@ impl<T: Float> BatchNormalization<T> {
 /// ([`crate::kernels::sum::column_sums`]), so that the statistics of a large batch keep their
 /// digits (a batch of up to 128 sums in order).
 fn sum_ns<T: Float>(a: &ArrayD<T>) -> Array1<T> {
+    let summed; // over S first, for (N, C, S)
     let by_sample = match a.ndim() {
-        3 => a.sum_axis(Axis(2)),
-        _ => a.as_standard_layout().into_owned(),
+        3 => {
+            summed = a.sum_axis(Axis(2));
+            summed.view()
+        }
+        _ => a.view(),
     };
     let c = by_sample.shape()[1];
-    let rows = by_sample.as_standard_layout();
+    let rows = by_sample.as_standard_layout(); // no copy when it is already
     let mut sums = Array1::zeros(c);
     let (rows, out) = (
         rows.as_slice().expect("standard layout"),

@@ -51,11 +51,16 @@ impl<T> Targets<'_, T> {
 pub struct SoftmaxWithLoss<T: Float = f32> {
     y: Option<Array2<T>>,  // (N, C) softmax of the scores
     dx: Option<Array2<T>>, // (N, C) ∂L/∂x, computed in the same pass as the loss
+    losses: Vec<T>,        // (N) each sample's loss, the buffer kept from batch to batch
 }
 
 impl<T: Float> SoftmaxWithLoss<T> {
     pub fn new() -> Self {
-        SoftmaxWithLoss { y: None, dx: None }
+        SoftmaxWithLoss {
+            y: None,
+            dx: None,
+            losses: Vec::new(),
+        }
     }
 
     /// The loss; keeps softmax(x) and ∂L/∂x for `backward`.
@@ -87,7 +92,8 @@ impl<T: Float> SoftmaxWithLoss<T> {
         };
         // each sample's loss, summed pairwise at the end (kernels::sum): the mean of a large
         // batch keeps its digits
-        let mut losses = Vec::with_capacity(n);
+        let mut losses = std::mem::take(&mut self.losses);
+        losses.clear();
         if !x.is_standard_layout() {
             x = x.as_standard_layout().into_owned();
         }
@@ -137,6 +143,7 @@ impl<T: Float> SoftmaxWithLoss<T> {
         if n > 0 {
             crate::kernels::sum::column_sums(&losses, 1, &mut total);
         }
+        self.losses = losses;
         total[0] * inv_n
     }
 
