@@ -31,6 +31,17 @@ impl Budget {
         }
     }
 
+    /// `max_memory` bytes (from `--max-memory`) where given, else [`Budget::machine`].
+    pub fn or_machine(max_memory: Option<u64>) -> Budget {
+        match max_memory {
+            Some(bytes) => Budget {
+                bytes,
+                from_flag: true,
+            },
+            None => Budget::machine(),
+        }
+    }
+
     /// `--max-memory`'s value: bytes, or a number with K, M, G or T (powers of 1024;
     /// `8G`, `512MiB`, `1.5GB`).
     pub fn parse(text: &str) -> Result<Budget> {

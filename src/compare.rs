@@ -21,6 +21,8 @@ pub struct CompareConfig {
     pub every: usize,
     pub seed: u64,
     pub threads: usize,
+    /// The memory the comparison may take, in bytes; None: what the machine has available.
+    pub max_memory: Option<u64>,
 }
 
 impl Default for CompareConfig {
@@ -32,6 +34,7 @@ impl Default for CompareConfig {
             every: 100,
             seed: 0,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            max_memory: None,
         }
     }
 }
@@ -113,7 +116,7 @@ fn build(data: &Mnist, cfg: &CompareConfig, init: Init) -> Result<Network<f32>> 
     // the seven optimizers' networks at once, each with up to two buffers (Adam's)
     let need = Need::training(&spec, cfg.batch_size, 2, 0, 1).times(7);
     let lower = "--batch-size or the hidden sizes";
-    Budget::machine().check(&need, "this comparison", lower)?;
+    Budget::or_machine(cfg.max_memory).check(&need, "this comparison", lower)?;
     MultiLayerNet::new(&mlp, &mut Rng::new(cfg.seed))
 }
 

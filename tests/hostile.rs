@@ -153,6 +153,18 @@ fn runs_past_the_memory_budget_are_refused_before_they_allocate() {
         "1000000000",
     ];
     refused(&args, &[], "this comparison needs about");
+    let args = ["compare-init", "--data", &mnist, "--max-memory", "1M"];
+    refused(
+        &args,
+        &[],
+        "more than the 1.0 MB of --max-memory: lower --batch-size",
+    );
+    let args = ["gradcheck", "--data", &mnist, "--max-memory", "100K"];
+    refused(
+        &args,
+        &[],
+        "more than the 100 KB of --max-memory: lower --hidden",
+    );
 }
 
 /// A PNG's bytes: the signature, a header claiming `side` x `side`, a little data.

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use backprop::Error;
+use backprop::budget::Budget;
 use backprop::compare::{self, CompareConfig, Outcome};
 use backprop::data::Mnist;
 
@@ -24,6 +25,10 @@ pub struct CompareArgs {
     /// Seed of the initial weights and the batches.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// The memory the comparison may take (8G, 512M) [default: what the machine has
+    /// available]: one estimated to need more is refused before it starts.
+    #[arg(long, value_name = "SIZE")]
+    max_memory: Option<String>,
 }
 
 /// Which comparison.
@@ -39,6 +44,12 @@ pub fn run(args: CompareArgs, contest: Contest) -> Result<ExitCode, Error> {
         batch_size: args.batch_size,
         every: args.every,
         seed: args.seed,
+        max_memory: args
+            .max_memory
+            .as_deref()
+            .map(Budget::parse)
+            .transpose()?
+            .map(|b| b.bytes),
         ..CompareConfig::default()
     };
     let sizes: Vec<String> = cfg.hidden.iter().map(|h| h.to_string()).collect();

@@ -27,6 +27,10 @@ pub struct GradcheckArgs {
     /// Seed of the initial weights.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// The memory the check may take (8G, 512M) [default: what the machine has available]:
+    /// one estimated to need more is refused before it starts.
+    #[arg(long, value_name = "SIZE")]
+    max_memory: Option<String>,
 }
 
 pub fn run(args: GradcheckArgs) -> Result<ExitCode, Error> {
@@ -56,7 +60,9 @@ pub fn run(args: GradcheckArgs) -> Result<ExitCode, Error> {
     let spec = Spec::parse(&mlp.description(), data.train.shape(), data.classes)?;
     // in f64, twice what f32 takes; the numerical gradient adds no more than a copy
     let need = Need::training(&spec, n, 1, 0, 1).times(2);
-    Budget::machine().check(&need, "this check", "--hidden or --samples")?;
+    let max_memory = args.max_memory.as_deref().map(Budget::parse).transpose()?;
+    let budget = max_memory.unwrap_or_else(Budget::machine);
+    budget.check(&need, "this check", "--hidden or --samples")?;
     let mut rng = Rng::new(args.seed);
     let mut net = TwoLayerNet::new::<f64>(
         data.train.input_size(),

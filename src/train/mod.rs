@@ -198,13 +198,7 @@ impl TrainConfig {
 
     /// The memory budget: `max_memory`, else what the machine has available.
     pub fn budget(&self) -> Budget {
-        match self.max_memory {
-            Some(bytes) => Budget {
-                bytes,
-                from_flag: true,
-            },
-            None => Budget::machine(),
-        }
+        Budget::or_machine(self.max_memory)
     }
 
     /// The network's description for `input` inputs and `classes` outputs.
