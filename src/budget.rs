@@ -42,6 +42,11 @@ impl Budget {
         }
     }
 
+    /// A `--max-memory` flag's bytes, if given (see [`Budget::parse`]).
+    pub fn flag(text: Option<&str>) -> Result<Option<u64>> {
+        Ok(text.map(Budget::parse).transpose()?.map(|b| b.bytes))
+    }
+
     /// `--max-memory`'s value: bytes, or a number with K, M, G or T (powers of 1024;
     /// `8G`, `512MiB`, `1.5GB`).
     pub fn parse(text: &str) -> Result<Budget> {
@@ -150,6 +155,11 @@ impl Need {
     pub fn total(&self) -> u64 {
         self.parameters.saturating_add(self.activations)
     }
+}
+
+/// The parameters `spec` has (weights, biases, batch norm's four vectors).
+pub fn parameter_count(spec: &Spec) -> u64 {
+    counts(spec).0
 }
 
 /// Parameters, values a sample between layers (the input included), and values a sample of

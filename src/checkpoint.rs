@@ -349,7 +349,7 @@ impl SavedFile {
             .map_err(|e| self.err(format!("its model description does not build: {e}")))?;
         // the weights are in the file: a description of more is corrupt, and is refused
         // before it is allocated
-        let wanted = crate::budget::Need::inference(&spec, 0).parameters / 4;
+        let wanted = crate::budget::parameter_count(&spec);
         let held: u64 = (self.tensors.iter())
             .filter(|(name, _)| !name.starts_with(OPTIMIZER_PREFIX) && !name.starts_with("train."))
             .map(|(_, (_, shape, _))| shape.iter().map(|&d| d as u64).product::<u64>())

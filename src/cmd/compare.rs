@@ -44,12 +44,7 @@ pub fn run(args: CompareArgs, contest: Contest) -> Result<ExitCode, Error> {
         batch_size: args.batch_size,
         every: args.every,
         seed: args.seed,
-        max_memory: args
-            .max_memory
-            .as_deref()
-            .map(Budget::parse)
-            .transpose()?
-            .map(|b| b.bytes),
+        max_memory: Budget::flag(args.max_memory.as_deref())?,
         ..CompareConfig::default()
     };
     let sizes: Vec<String> = cfg.hidden.iter().map(|h| h.to_string()).collect();

@@ -5,9 +5,9 @@ use std::process::ExitCode;
 
 use backprop::budget::{Budget, Need};
 use backprop::data::Mnist;
-use backprop::describe::Spec;
 use backprop::layers::Targets;
-use backprop::{Activation, Error, Init, MlpConfig, Rng, TwoLayerNet};
+use backprop::train::TrainConfig;
+use backprop::{Error, Rng, TwoLayerNet};
 
 #[derive(clap::Args)]
 #[command(allow_negative_numbers = true)]
@@ -47,21 +47,15 @@ pub fn run(args: GradcheckArgs) -> Result<ExitCode, Error> {
     let data = Mnist::load(&args.data)?;
     let n = args.samples.min(data.train.len());
     let (x, labels) = data.train.batch_range::<f64>(0..n);
-    let mlp = MlpConfig {
-        input_size: data.train.input_size(),
+    // the book's TwoLayerNet of this width, as train describes it
+    let two_layer = TrainConfig {
         hidden: vec![args.hidden],
-        output_size: data.classes,
-        activation: Activation::Relu,
-        init: Init::Std(0.01),
-        batch_norm: false,
-        dropout: 0.0,
-        weight_decay: 0.0,
+        ..TrainConfig::default()
     };
-    let spec = Spec::parse(&mlp.description(), data.train.shape(), data.classes)?;
+    let spec = two_layer.spec(data.train.shape(), data.classes)?;
     // in f64, twice what f32 takes; the numerical gradient adds no more than a copy
     let need = Need::training(&spec, n, 1, 0, 1).times(2);
-    let max_memory = args.max_memory.as_deref().map(Budget::parse).transpose()?;
-    let budget = max_memory.unwrap_or_else(Budget::machine);
+    let budget = Budget::or_machine(Budget::flag(args.max_memory.as_deref())?);
     budget.check(&need, "this check", "--hidden or --samples")?;
     let mut rng = Rng::new(args.seed);
     let mut net = TwoLayerNet::new::<f64>(

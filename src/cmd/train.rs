@@ -310,12 +310,7 @@ impl TrainArgs {
             seed: self.seed.unwrap_or(0),
             threads: self.threads.unwrap_or(defaults.threads),
             reference: self.reference,
-            max_memory: self
-                .max_memory
-                .as_deref()
-                .map(Budget::parse)
-                .transpose()?
-                .map(|b| b.bytes),
+            max_memory: Budget::flag(self.max_memory.as_deref())?,
         };
         cfg.validate()?;
         Ok(cfg)

@@ -457,13 +457,8 @@ pub fn build(cfg: &TrainConfig, data: &Mnist, rng: &mut Rng) -> Result<Network<f
         }
         Model::SimpleCnn => SimpleConvNet::new(image, data.classes, rng),
         Model::DeepCnn => DeepConvNet::new(image, data.classes, rng),
-        Model::Described => {
-            let text = cfg
-                .layers
-                .as_deref()
-                .ok_or_else(|| Error::Config("--layers: no description given".into()))?;
-            crate::describe::from_description(text, image, data.classes, rng)?
-        }
+        // parsed and checked above
+        Model::Described => spec.build(rng),
     };
     if !matches!(cfg.model, Model::TwoLayer | Model::Mlp) {
         net.set_weight_decay(cfg.weight_decay);
